@@ -1,0 +1,1 @@
+"""NOT A MODEL: a scripted OpenAI-compatible stand-in for vLLM."""

@@ -1,0 +1,1 @@
+"""Coca AI agent service."""

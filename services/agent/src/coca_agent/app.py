@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from coca_platform import web
+from coca_agent.settings import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    return web.create_app(settings)

@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from coca_platform.cli import run_service
+from coca_billing.app import create_app
+from coca_billing.settings import Settings
+
+
+def main() -> None:
+    run_service(Settings, create_app)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""Wiring of the memory service. Its domain endpoints arrive with their own issue; until then it runs,
+reports health and readiness, and exposes metrics like every other service."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from coca_platform import web
+from coca_memory.settings import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    return web.create_app(settings)

@@ -1,0 +1,8 @@
+from __future__ import annotations
+
+from coca_platform.settings import PlatformSettings
+
+
+class Settings(PlatformSettings):
+    service_name: str = "memory"
+    http_port: int = 8004

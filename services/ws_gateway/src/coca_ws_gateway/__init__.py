@@ -1,0 +1,1 @@
+"""Coca AI ws_gateway service."""
