@@ -103,9 +103,31 @@ def _http_error(_: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, message, exc.headers)
 
 
-def _unhandled(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error", exc_info=exc, extra={"data": {"path": request.url.path}})
-    return error_response(500, "internal", "internal error")
+class UnhandledErrorMiddleware:
+    """Any exception that is not a CocaError is a bug: log it once with its traceback and answer 500
+    without its text. (Starlette's own handler re-raises to the server, which would log it twice.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 — the edge of last resort
+            log.error("unhandled error", exc_info=exc, extra={"data": {"path": scope.get("path")}})
+            if not started:
+                await send({"type": "http.response.start", "status": 500,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": error_body("internal", "internal error")})
 
 
 class BodyLimitMiddleware:
@@ -209,7 +231,6 @@ def create_app(settings: PlatformSettings, lifespan: Lifespan | None = None, **f
     app.add_exception_handler(CocaError, _coca_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unhandled)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
@@ -227,6 +248,7 @@ def create_app(settings: PlatformSettings, lifespan: Lifespan | None = None, **f
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, service=settings.service_name)
     app.add_middleware(OpenTelemetryMiddleware, exclude_spans=["receive", "send"])

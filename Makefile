@@ -1,0 +1,45 @@
+# Coca AI — developer entry points. `make dev` runs the suite; `make test` passes the tests.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV_VERSION := 0.13.8
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+PROTO_OUT := libs/coca-protos/src
+PYTEST_ARGS ?=
+
+.PHONY: help bootstrap sync dev test test-unit lint fmt typecheck protos protos-check ci clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+bootstrap:  ## install uv and the Debian packages the suite needs (when run as root)
+	@bash scripts/bootstrap.sh $(UV_VERSION)
+
+sync: bootstrap  ## install the locked environment (all packages + dev tools)
+	@$(UV) sync --frozen --all-packages
+
+dev: sync  ## run everything on this machine: infrastructure, LLM stand-in, nine services
+	@$(UV) run --frozen python -m coca_platform.devstack
+
+test: sync  ## run the whole test suite against real infrastructure
+	@$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+lint: sync  ## formatting, lint rules, import contracts
+	@$(UV) run --frozen ruff format --check .
+	@$(UV) run --frozen ruff check .
+	@$(UV) run --frozen lint-imports
+
+fmt: sync  ## format and fix what can be fixed automatically
+	@$(UV) run --frozen ruff format .
+	@$(UV) run --frozen ruff check --fix .
+
+protos: sync  ## regenerate Python code from protos/
+	@$(UV) run --frozen python -m grpc_tools.protoc -I protos --python_out=$(PROTO_OUT) \
+	  --grpc_python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) $$(find protos -name '*.proto' | sort)
+
+protos-check: protos  ## fail if the committed generated code is stale
+	@git diff --exit-code -- $(PROTO_OUT) || { echo "generated code is stale: run 'make protos' and commit"; exit 1; }
+
+ci: lint protos-check test  ## what CI runs
+
+clean:  ## remove local data and caches (not the database)
+	rm -rf .data .pytest_cache .ruff_cache .mypy_cache test-artifacts
