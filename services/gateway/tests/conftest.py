@@ -1,0 +1,257 @@
+"""Fixtures for the gateway's tests: the gateway as a real uvicorn server on a free port, over real
+Redis, in front of stand-ins for its peers at their HTTP boundary (a user service serving a JWKS and the
+API-key verify endpoint; an echo peer that records what reached it, streams SSE slowly and echoes
+WebSocket frames)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import uvicorn
+from aiohttp import WSMsgType, web
+from coca_gateway.app import create_app
+from coca_gateway.settings import Settings
+from coca_platform.identity import IDENTITY_HEADER, SIGNATURE_HEADER, Identity, verify
+from coca_platform.testing import free_port
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+SECRET = "gateway-test-secret"
+KID = "test-key-1"
+
+
+@dataclass
+class Seen:
+    method: str
+    path_qs: str
+    headers: dict[str, str]
+    body: bytes
+    identity: Identity | None
+
+
+@dataclass
+class Peer:
+    """One stand-in peer; ``seen`` records every request that reached it."""
+
+    name: str
+    private_key: rsa.RSAPrivateKey
+    seen: list[Seen] = field(default_factory=list)
+    api_keys: dict[str, dict[str, Any]] = field(default_factory=dict)
+    verify_calls: int = 0
+    stream_finished_at: float | None = None
+    stream_cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    url: str = ""
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/.well-known/jwks.json", self._jwks)
+        app.router.add_post("/internal/v1/api-keys/verify", self._verify)
+        app.router.add_get("/v1/conversations/{id}/events", self._sse)
+        app.router.add_get("/v1/agents/slow", self._slow)
+        app.router.add_get("/ws", self._ws)
+        app.router.add_route("*", "/{tail:.*}", self._echo)
+        return app
+
+    async def _jwks(self, _: web.Request) -> web.Response:
+        jwk = RSAAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
+        return web.json_response({"keys": [jwk | {"kid": KID, "alg": "RS256", "use": "sig"}]})
+
+    async def _verify(self, request: web.Request) -> web.Response:
+        caller = verify(
+            request.headers.get(IDENTITY_HEADER), request.headers.get(SIGNATURE_HEADER), SECRET.encode()
+        )
+        assert caller.role == "system"
+        self.verify_calls += 1
+        found = self.api_keys.get((await request.json())["key"])
+        if found is None:
+            return web.json_response({"error": {"code": "invalid_api_key", "message": "no"}}, status=401)
+        return web.json_response(found)
+
+    async def _echo(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        identity = None
+        if IDENTITY_HEADER in request.headers:
+            identity = verify(
+                request.headers[IDENTITY_HEADER], request.headers.get(SIGNATURE_HEADER), SECRET.encode()
+            )
+        self.seen.append(Seen(request.method, request.path_qs, dict(request.headers), body, identity))
+        return web.json_response(
+            {"peer": self.name, "path": request.path_qs, "body_len": len(body)},
+            headers={"X-Peer": self.name, "Keep-Alive": "timeout=5", "Access-Control-Allow-Origin": "*"},
+        )
+
+    async def _slow(self, _: web.Request) -> web.Response:
+        await asyncio.sleep(3)
+        return web.json_response({})
+
+    async def _sse(self, request: web.Request) -> web.StreamResponse:
+        """Five events, 0.3 s apart: a relay that buffers shows them all at once at the end."""
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        try:
+            for n in range(int(request.query.get("n", "5"))):
+                await response.write(f'id: {n}\nevent: message.delta\ndata: {{"n": {n}}}\n\n'.encode())
+                await asyncio.sleep(0.3)
+        except ConnectionResetError:  # the gateway let go: the client left
+            self.stream_cancelled.set()
+            return response
+        except asyncio.CancelledError:
+            self.stream_cancelled.set()
+            raise
+        self.stream_finished_at = time.monotonic()
+        await response.write_eof()
+        return response
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        self.seen.append(Seen("WS", request.path_qs, dict(request.headers), b"", None))
+        ws = web.WebSocketResponse(protocols=("coca.v1",))
+        await ws.prepare(request)
+        async for message in ws:
+            if message.type == WSMsgType.TEXT and message.data == "close-me":
+                await ws.close(code=4001, message=b"bye")
+            elif message.type == WSMsgType.TEXT:
+                await ws.send_str(f"echo:{message.data}")
+            elif message.type == WSMsgType.BINARY:
+                await ws.send_bytes(message.data[::-1])
+        self.seen.append(Seen("WS-CLOSED", str(ws.close_code), {}, b"", None))
+        return ws
+
+
+@asynccontextmanager
+async def _serve_peer(peer: Peer) -> AsyncIterator[Peer]:
+    runner = web.AppRunner(peer.app(), shutdown_timeout=1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    peer.url = f"http://127.0.0.1:{port}"
+    try:
+        yield peer
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def internal_secret() -> str:
+    return SECRET
+
+
+@pytest.fixture(scope="session")
+def private_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture
+def mint(private_key: rsa.RSAPrivateKey) -> Callable[..., str]:
+    """An access token as the user service issues them (claims overridable)."""
+
+    def make(**overrides: Any) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": "coca-user",
+            "aud": "coca",
+            "sub": f"u-{uuid.uuid4().hex[:12]}",
+            "tid": "tenant-1",
+            "role": "member",
+            "sid": uuid.uuid4().hex,
+            "iat": now,
+            "exp": now + 300,
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims | overrides, private_key, algorithm="RS256", headers={"kid": KID})
+
+    return make
+
+
+@pytest.fixture
+async def user_peer(private_key: rsa.RSAPrivateKey) -> AsyncIterator[Peer]:
+    async with _serve_peer(Peer("user", private_key)) as peer:
+        yield peer
+
+
+@pytest.fixture
+async def agent_peer(private_key: rsa.RSAPrivateKey) -> AsyncIterator[Peer]:
+    async with _serve_peer(Peer("agent", private_key)) as peer:
+        yield peer
+
+
+GatewayFactory = Callable[..., AbstractAsyncContextManager[str]]
+
+
+@pytest.fixture
+def start_gateway(infra: Any, user_peer: Peer, agent_peer: Peer) -> GatewayFactory:
+    """``async with start_gateway(**settings) as base_url``: a gateway served by uvicorn on a free port.
+    Client IPs come from ``X-Forwarded-For`` (one trusted hop), so each test can be its own client."""
+
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[str]:
+        dead = f"http://127.0.0.1:{free_port()}"
+        values: dict[str, Any] = {
+            "environment": "test",
+            "internal_secret": SECRET,
+            "redis_url": infra.redis_url,
+            "user_service_addr": user_peer.url,
+            "agent_service_addr": agent_peer.url,
+            "ws_gateway_service_addr": agent_peer.url,
+            "channel_service_addr": dead,
+            "memory_service_addr": dead,
+            "billing_service_addr": dead,
+            "plugin_service_addr": dead,
+            "trusted_proxy_hops": 1,
+            "rate_limit_ip_per_min": 100_000,
+            "rate_limit_user_per_min": 100_000,
+            "rate_limit_key_per_min": 100_000,
+            "rate_limit_auth_ip_per_min": 100_000,
+        }
+        settings = Settings(**(values | overrides))
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        config = uvicorn.Config(
+            create_app(settings),
+            log_config=None,
+            access_log=False,
+            http="httptools",
+            ws="websockets-sansio",
+            timeout_graceful_shutdown=2,
+            lifespan="on",
+            proxy_headers=False,
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        finally:
+            server.should_exit = True
+            await task
+            sock.close()
+
+    return start
+
+
+@pytest.fixture
+async def gateway(start_gateway: GatewayFactory) -> AsyncIterator[str]:
+    async with start_gateway() as base_url:
+        yield base_url
+
+
+@pytest.fixture
+async def client(gateway: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the default gateway, from an IP of its own (for the per-IP limits)."""
+    ip = f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+    async with httpx.AsyncClient(base_url=gateway, headers={"X-Forwarded-For": ip}, timeout=10) as http:
+        yield http
