@@ -76,3 +76,16 @@ async def test_redis_client_is_real(infra: LocalInfra) -> None:
     async with open_redis(infra.redis_url) as redis:
         assert isinstance(redis, Redis)
         assert await redis.ping()
+
+
+async def test_append_keeps_bytes_verbatim_and_refreshes_owner(log: EventLog, unique: types.FunctionType,
+                                                               infra: LocalInfra) -> None:
+    subject = unique("conv")
+    await log.set_owner(subject, "ten")
+    env = new_envelope("tool.call", source="test", tenant_id="ten", subject=subject,
+                       data={"args": [], "nested": {"empty": {}}, "text": 'ünïcode "q"'})
+    _, raw = await log.append(env)
+    assert orjson.loads(raw) == {**orjson.loads(env.to_json()), "seq": 1}
+    assert raw.startswith(env.to_json()[:-1])
+    async with open_redis(infra.redis_url) as redis:
+        assert await redis.ttl(f"coca:evown:{subject}") > 0

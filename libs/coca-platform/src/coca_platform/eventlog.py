@@ -11,6 +11,9 @@ Keys (all expire ``ttl_s`` after the last write):
 - ``coca:evidx:{subject}``   hash event id → stream entry id
 - ``coca:evseq:{subject}``   the last sequence number
 - ``coca:evown:{subject}``   the tenant that owns the subject (set when it is created)
+
+A live ``follow`` holds one Redis connection while it blocks (``block_ms``); size the client's pool
+(``max_connections``) for the number of concurrent followers a process serves.
 """
 
 from __future__ import annotations
@@ -26,20 +29,16 @@ from coca_platform.errors import NotFound
 
 _APPEND = """
 local seq = redis.call('INCR', KEYS[3])
-local env = cjson.decode(ARGV[1])
-env['seq'] = seq
-local raw = cjson.encode(env)
+local raw = string.sub(ARGV[1], 1, -2) .. ',"seq":' .. seq .. '}'
 local sid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', raw)
-redis.call('HSET', KEYS[2], env['id'], sid)
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('EXPIRE', KEYS[3], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[4], sid)
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
 return {sid, raw}
 """
 
 
-def _keys(subject: str) -> tuple[str, str, str]:
-    return f"coca:ev:{subject}", f"coca:evidx:{subject}", f"coca:evseq:{subject}"
+def _keys(subject: str) -> tuple[str, str, str, str]:
+    return f"coca:ev:{subject}", f"coca:evidx:{subject}", f"coca:evseq:{subject}", f"coca:evown:{subject}"
 
 
 class EventLog:
@@ -62,10 +61,13 @@ class EventLog:
             raise NotFound(f"conversation {subject!r} not found")
 
     async def append(self, envelope: Envelope) -> tuple[str, bytes]:
-        """Append; returns ``(stream entry id, envelope JSON with seq)``."""
+        """Append; returns ``(stream entry id, envelope JSON with seq)``. The JSON is spliced, never
+        re-encoded, so the bytes stay exactly as serialised here. Every key's TTL is refreshed."""
+        if envelope.seq is not None:
+            raise ValueError("the event log assigns seq")
         sid, raw = await self._append(
             keys=_keys(envelope.subject),
-            args=[envelope.to_json(), self._max_len, self._ttl_s],
+            args=[envelope.to_json(), self._max_len, self._ttl_s, envelope.id],
         )
         return _s(sid), raw if isinstance(raw, bytes) else raw.encode()
 

@@ -1,8 +1,33 @@
+"""The agent service's settings (environment variables, case-insensitive)."""
+
 from __future__ import annotations
 
-from coca_platform.settings import PlatformSettings
+from coca_platform.settings import DatabaseSettings, KafkaSettings, PlatformSettings, RedisSettings
+from pydantic import Field, SecretStr
 
 
-class Settings(PlatformSettings):
+class Settings(PlatformSettings, DatabaseSettings, RedisSettings, KafkaSettings):
     service_name: str = "agent"
     http_port: int = 8002
+
+    # The OpenAI-compatible LLM server (vLLM in production; the stand-in in tests and `make dev`).
+    llm_base_url: str = "http://127.0.0.1:8090/v1"
+    llm_model: str = "qwen2.5-1.5b-instruct"  # used by agents that name no model
+    llm_api_key: SecretStr | None = None
+    # Seconds until the first streamed chunk arrives (connect and queueing included).
+    llm_timeout_s: float = Field(default=60.0, gt=0)
+    # Longest silence between two chunks of a stream, in seconds.
+    llm_idle_timeout_s: float = Field(default=30.0, gt=0)
+
+    # Longest user message, in characters.
+    max_message_chars: int = Field(default=32_000, ge=1)
+    # LLM turns that may ask for tools in one run; a run that needs more fails (too_many_tool_steps).
+    max_tool_steps: int = Field(default=5, ge=0)
+    # Earlier messages of the conversation sent to the LLM with a new one.
+    history_messages: int = Field(default=20, ge=0)
+    # Runs executing at once in this process; more are refused with 503 (at_capacity).
+    max_concurrent_runs: int = Field(default=64, ge=1)
+    # An idle SSE stream gets a `: ping` comment this often, in seconds.
+    sse_heartbeat_s: float = Field(default=15.0, gt=0)
+    # How long shutdown waits for cancelled runs to record their failure, in seconds.
+    run_shutdown_grace_s: float = Field(default=5.0, gt=0)

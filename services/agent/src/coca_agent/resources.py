@@ -1,0 +1,91 @@
+"""What the agent service holds while it runs, opened and closed by the lifespan in ``app.py``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+from coca_platform.cache import Redis, open_redis
+from coca_platform.db import Pool, create_pool
+from coca_platform.eventlog import EventLog
+from coca_platform.kafka import KafkaProducer, open_producer
+
+from coca_agent.events import EventPublisher
+from coca_agent.llm import LlmClient, LlmConfig
+from coca_agent.registry import RunRegistry
+from coca_agent.runs import RunExecutor, RunLimits
+from coca_agent.service import AgentService, ChatLimits, ConversationService
+from coca_agent.settings import Settings
+from coca_agent.tools import NoPluginTools, ToolInvoker
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    settings: Settings
+    pool: Pool
+    redis: Redis
+    producer: KafkaProducer
+    llm: LlmClient
+    log: EventLog
+    publisher: EventPublisher
+    registry: RunRegistry
+    executor: RunExecutor
+
+    @asynccontextmanager
+    async def agents(self) -> AsyncIterator[AgentService]:
+        async with self.pool.acquire() as conn:
+            yield AgentService(conn)
+
+    @asynccontextmanager
+    async def conversations(self) -> AsyncIterator[ConversationService]:
+        limits = ChatLimits(self.settings.max_message_chars, self.settings.history_messages)
+        async with self.pool.acquire() as conn:
+            yield ConversationService(
+                conn,
+                log=self.log,
+                publisher=self.publisher,
+                registry=self.registry,
+                executor=self.executor,
+                limits=limits,
+            )
+
+
+@asynccontextmanager
+async def open_resources(settings: Settings, tools: ToolInvoker | None = None) -> AsyncIterator[Resources]:
+    """Open everything; on exit, runs are cancelled first (they still need the rest to record that)."""
+    async with AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(
+            create_pool(
+                settings.database_url,
+                schema="coca_agent",
+                application_name="coca-agent",
+                min_size=settings.db_pool_min,
+                max_size=settings.db_pool_max,
+            )
+        )
+        redis = await stack.enter_async_context(open_redis(settings.redis_url))
+        producer = await stack.enter_async_context(
+            open_producer(settings.kafka_bootstrap, client_id="coca-agent")
+        )
+        http = await stack.enter_async_context(
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.llm_timeout_s),
+                connector=aiohttp.TCPConnector(limit=settings.max_concurrent_runs + 8),
+            )
+        )
+        api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+        llm = LlmClient(
+            http,
+            LlmConfig(settings.llm_base_url, api_key, settings.llm_timeout_s, settings.llm_idle_timeout_s),
+        )
+        log = EventLog(redis)
+        executor = RunExecutor(
+            pool, llm, tools or NoPluginTools(), RunLimits(settings.llm_model, settings.max_tool_steps)
+        )
+        registry = RunRegistry(settings.max_concurrent_runs)
+        stack.push_async_callback(registry.close, settings.run_shutdown_grace_s)
+        yield Resources(
+            settings, pool, redis, producer, llm, log, EventPublisher(log, producer), registry, executor
+        )
