@@ -166,6 +166,19 @@ def run_stack(
             _stop(procs)
 
 
+def _watch(stack: Stack) -> None:
+    """Block until Ctrl-C/SIGTERM, reporting any process that exits on its own."""
+    signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    reported: set[str] = set()
+    while signal.sigtimedwait(signals, 1.0) is None:
+        for name, proc in stack.procs.items():
+            if name not in reported and proc.poll() is not None:
+                reported.add(name)
+                log = stack.log_path(name) if name in stack.ports else stack.data_dir / "logs" / f"{name}.log"
+                print(f"!! {name} exited with status {proc.returncode}; see {log}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m coca_platform.devstack", description=__doc__)
     parser.add_argument("--data-dir", default=os.environ.get("COCA_DATA_DIR", ".data"))
@@ -188,8 +201,7 @@ def main() -> None:
             print(f"  PostgreSQL       {stack.infra.database_url}")
             print(f"  Kafka            {stack.infra.kafka_bootstrap}    S3 {stack.infra.s3_endpoint}")
             print("\nPress Ctrl-C to stop everything.", flush=True)
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            _watch(stack)
             print("\nstopping...", flush=True)
     except InfraError as exc:
         raise SystemExit(f"make dev: {exc}") from None
