@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-
 from coca_platform.cache import Redis, open_redis
 from coca_platform.envelope import new_envelope
 from coca_platform.errors import NotFound
@@ -23,11 +22,14 @@ async def log(infra: LocalInfra) -> AsyncIterator[EventLog]:
 
 
 def _env(subject: str, n: int) -> object:
-    return new_envelope("message.delta", source="test", tenant_id="ten", subject=subject, data={"text": str(n)})
+    return new_envelope(
+        "message.delta", source="test", tenant_id="ten", subject=subject, data={"text": str(n)}
+    )
 
 
-async def test_append_assigns_increasing_seq_and_resumes_after_cursor(log: EventLog,
-                                                                       unique: types.FunctionType) -> None:
+async def test_append_assigns_increasing_seq_and_resumes_after_cursor(
+    log: EventLog, unique: types.FunctionType
+) -> None:
     subject = unique("conv")
     appended = [await log.append(_env(subject, i)) for i in range(5)]  # type: ignore[arg-type]
     seqs = [orjson.loads(raw)["seq"] for _, raw in appended]
@@ -78,12 +80,18 @@ async def test_redis_client_is_real(infra: LocalInfra) -> None:
         assert await redis.ping()
 
 
-async def test_append_keeps_bytes_verbatim_and_refreshes_owner(log: EventLog, unique: types.FunctionType,
-                                                               infra: LocalInfra) -> None:
+async def test_append_keeps_bytes_verbatim_and_refreshes_owner(
+    log: EventLog, unique: types.FunctionType, infra: LocalInfra
+) -> None:
     subject = unique("conv")
     await log.set_owner(subject, "ten")
-    env = new_envelope("tool.call", source="test", tenant_id="ten", subject=subject,
-                       data={"args": [], "nested": {"empty": {}}, "text": 'ünïcode "q"'})
+    env = new_envelope(
+        "tool.call",
+        source="test",
+        tenant_id="ten",
+        subject=subject,
+        data={"args": [], "nested": {"empty": {}}, "text": 'ünïcode "q"'},
+    )
     _, raw = await log.append(env)
     assert orjson.loads(raw) == {**orjson.loads(env.to_json()), "seq": 1}
     assert raw.startswith(env.to_json()[:-1])

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from coca_platform.errors import Unauthenticated
 from coca_platform.identity import Identity, sign, verify
 
@@ -9,7 +8,9 @@ SECRET = b"s3cret"
 
 
 def test_signed_identity_round_trips() -> None:
-    ident = Identity(tenant_id="t", user_id="u", role="admin", scopes=("a", "b"), method="api_key", api_key_id="k")
+    ident = Identity(
+        tenant_id="t", user_id="u", role="admin", scopes=("a", "b"), method="api_key", api_key_id="k"
+    )
     assert verify(*sign(ident, SECRET), SECRET) == ident
 
 

@@ -7,14 +7,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
-from pydantic import BaseModel
-
 from coca_platform import web
 from coca_platform.errors import NotFound, RateLimited
 from coca_platform.identity import Identity, IdentityDep
 from coca_platform.settings import PlatformSettings
 from coca_platform.testing import asgi_client, signed_headers
+from fastapi import FastAPI
+from pydantic import BaseModel
 
 
 class Item(BaseModel):
@@ -80,7 +79,9 @@ async def test_rate_limited_error_sets_retry_after() -> None:
 
 async def test_malformed_json_is_400_and_missing_field_is_422() -> None:
     async with asgi_client(make_app()) as client:
-        bad = await client.post("/v1/items", content=b"{not json", headers={"content-type": "application/json"})
+        bad = await client.post(
+            "/v1/items", content=b"{not json", headers={"content-type": "application/json"}
+        )
         missing = await client.post("/v1/items", json={})
     assert bad.status_code == 400
     assert bad.json()["error"]["code"] == "bad_request"
@@ -106,8 +107,11 @@ async def test_unexpected_exception_is_500_without_leaking_text() -> None:
 
 async def test_oversized_body_is_413() -> None:
     async with asgi_client(make_app(max_body=2048)) as client:
-        resp = await client.post("/v1/items", content=b'{"name":"' + b"x" * 5000 + b'"}',
-                                 headers={"content-type": "application/json"})
+        resp = await client.post(
+            "/v1/items",
+            content=b'{"name":"' + b"x" * 5000 + b'"}',
+            headers={"content-type": "application/json"},
+        )
     assert resp.status_code == 413
     assert resp.json()["error"]["code"] == "payload_too_large"
 
@@ -127,7 +131,9 @@ async def test_healthz_and_metrics_answer() -> None:
         metrics = await client.get("/metrics")
     assert health.json() == {"status": "ok"}
     assert ready.status_code == 200
-    assert 'coca_http_requests_total{method="GET",route="/v1/missing",service="t",status="404"}' in metrics.text
+    assert (
+        'coca_http_requests_total{method="GET",route="/v1/missing",service="t",status="404"}' in metrics.text
+    )
 
 
 @pytest.mark.parametrize("headers", [{}, {"x-coca-identity": "e30", "x-coca-identity-signature": "00"}])
@@ -143,3 +149,22 @@ async def test_signed_identity_reaches_handler() -> None:
     async with asgi_client(make_app()) as client:
         resp = await client.get("/v1/whoami", headers=headers)
     assert resp.json() == {"tenant": "ten-1"}
+
+
+def test_log_lines_never_carry_tokens_from_urls() -> None:
+    import io
+    import json
+    import logging
+
+    from coca_platform.observability import configure_logging
+
+    stream = io.StringIO()
+    configure_logging(PlatformSettings(service_name="t"), stream=stream)
+    logging.getLogger("uvicorn.error").info(
+        '%s - "WebSocket %s" [accepted]', "127.0.0.1:5", "/ws?token=eyJabc.def&x=1"
+    )
+    line = json.loads(stream.getvalue().splitlines()[-1])
+    assert "eyJabc" not in line["message"]
+    assert "token=[redacted]&x=1" in line["message"]
+    assert line["service"] == "t"
+    assert set(line) == {"timestamp", "level", "service", "traceId", "spanId", "message", "data"}

@@ -21,11 +21,13 @@ def run_service(
     app_factory: Callable[[Any], Any],
     *,
     migrations: tuple[str, str] | None = None,
+    serve_options: Callable[[Any], dict[str, Any]] | None = None,
     argv: list[str] | None = None,
 ) -> None:
     """Build settings from the environment, configure logging and telemetry, then serve or migrate.
 
-    ``migrations`` is ``(schema, package)`` for services that own a PostgreSQL schema.
+    ``migrations`` is ``(schema, package)`` for services that own a PostgreSQL schema;
+    ``serve_options(settings)`` gives extra uvicorn options (WebSocket ping interval, frame size).
     """
     parser = argparse.ArgumentParser(prog=f"python -m {app_factory.__module__.split('.')[0]}")
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
@@ -50,4 +52,4 @@ def run_service(
     from coca_platform.web import serve
 
     log.info("service starting", extra={"data": {"port": settings.http_port, "env": settings.environment}})
-    serve(app_factory(settings), settings)
+    serve(app_factory(settings), settings, **(serve_options(settings) if serve_options else {}))

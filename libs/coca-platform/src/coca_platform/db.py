@@ -93,7 +93,9 @@ async def migrate(conn: asyncpg.Connection, *, schema: str, package: str) -> lis
             " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        done = {r["version"]: r for r in await conn.fetch("SELECT version, name, checksum FROM schema_migrations")}
+        done = {
+            r["version"]: r for r in await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
+        }
         for version, name, sql in load_migrations(package):
             checksum = hashlib.sha256(sql.encode()).hexdigest()
             if version in done:
@@ -105,7 +107,9 @@ async def migrate(conn: asyncpg.Connection, *, schema: str, package: str) -> lis
             await conn.execute(sql)
             await conn.execute(
                 "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                version, name, checksum,
+                version,
+                name,
+                checksum,
             )
             applied_now.append(name)
     if applied_now:

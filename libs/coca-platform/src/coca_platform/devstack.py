@@ -61,8 +61,11 @@ def _dev_jwt_key(data_dir: Path) -> str:
         from cryptography.hazmat.primitives.asymmetric import rsa
 
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         path.chmod(0o600)
     return path.read_text()
 
@@ -87,7 +90,11 @@ def _spawn(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Po
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as logfile:
         return subprocess.Popen(  # noqa: S603
-            cmd, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            cmd,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
             start_new_session=True,
         )
 
@@ -122,18 +129,37 @@ def run_stack(
     ports = {name: (ports or SERVICES)[name] for name in names}
     busy = [f"{name} ({port})" for name, port in ports.items() if port_open("127.0.0.1", port)]
     if busy:
-        raise InfraError(f"ports already in use: {', '.join(busy)} — stop what holds them or choose other ports")
+        raise InfraError(
+            f"ports already in use: {', '.join(busy)} — stop what holds them or choose other ports"
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
-    with LocalInfra.start(data_dir, database=database, fresh_database=fresh_database,
-                          drop_database_on_exit=drop_database_on_exit) as infra:
+    with LocalInfra.start(
+        data_dir,
+        database=database,
+        fresh_database=fresh_database,
+        drop_database_on_exit=drop_database_on_exit,
+    ) as infra:
         procs: dict[str, subprocess.Popen[bytes]] = {}
         try:
             if not llm_base_url:
-                port = STANDIN_PORT if not port_open("127.0.0.1", STANDIN_PORT) and ports == {
-                    n: SERVICES[n] for n in names} else free_port()
-                procs["llm-standin"] = _spawn([sys.executable, "-m", "coca_llm_standin", "--port", str(port),
-                                               "--token-delay-ms", os.environ.get("STANDIN_TOKEN_DELAY_MS", "8")],
-                                              dict(os.environ), data_dir / "logs" / "llm-standin.log")
+                port = (
+                    STANDIN_PORT
+                    if not port_open("127.0.0.1", STANDIN_PORT) and ports == {n: SERVICES[n] for n in names}
+                    else free_port()
+                )
+                procs["llm-standin"] = _spawn(
+                    [
+                        sys.executable,
+                        "-m",
+                        "coca_llm_standin",
+                        "--port",
+                        str(port),
+                        "--token-delay-ms",
+                        os.environ.get("STANDIN_TOKEN_DELAY_MS", "8"),
+                    ],
+                    dict(os.environ),
+                    data_dir / "logs" / "llm-standin.log",
+                )
                 wait_port("127.0.0.1", port, 30, "the LLM stand-in", procs["llm-standin"])
                 llm_base_url = f"http://127.0.0.1:{port}/v1"
             env = {
@@ -149,16 +175,24 @@ def run_stack(
             }
             for name in names:
                 result = subprocess.run(  # noqa: S603
-                    [sys.executable, "-m", f"coca_{name}", "migrate"], env=env, capture_output=True, timeout=120,
+                    [sys.executable, "-m", f"coca_{name}", "migrate"],
+                    env=env,
+                    capture_output=True,
+                    timeout=120,
                     check=False,
                 )
                 if result.returncode != 0:
-                    raise InfraError(f"migrations of {name} failed:\n{result.stdout.decode()[-2000:]}"
-                                     f"{result.stderr.decode()[-2000:]}")
+                    raise InfraError(
+                        f"migrations of {name} failed:\n{result.stdout.decode()[-2000:]}"
+                        f"{result.stderr.decode()[-2000:]}"
+                    )
             stack = Stack(infra, data_dir, ports, llm_base_url, env, procs)
             for name in names:
-                procs[name] = _spawn([sys.executable, "-m", f"coca_{name}"],
-                                     {**env, "HTTP_PORT": str(ports[name])}, stack.log_path(name))
+                procs[name] = _spawn(
+                    [sys.executable, "-m", f"coca_{name}"],
+                    {**env, "HTTP_PORT": str(ports[name])},
+                    stack.log_path(name),
+                )
             for name in names:
                 _wait_ready(stack.url(name), 60, procs[name], name)
             yield stack
@@ -188,16 +222,22 @@ def main() -> None:
     print("starting Coca AI (infrastructure, LLM stand-in, nine services)...", flush=True)
     started = time.monotonic()
     try:
-        with run_stack(data_dir, fresh_database=args.fresh, llm_base_url=os.environ.get("LLM_BASE_URL")) as stack:
+        with run_stack(
+            data_dir, fresh_database=args.fresh, llm_base_url=os.environ.get("LLM_BASE_URL")
+        ) as stack:
             took = time.monotonic() - started
             print(f"\nCoca AI is running (started in {took:.1f} s). Logs: {data_dir / 'logs'}\n", flush=True)
             print(f"  web UI           {stack.url('web')}")
             print(f"  API (gateway)    {stack.url('gateway')}   e.g. curl {stack.url('gateway')}/healthz")
-            print(f"  WebSocket        ws://127.0.0.1:{stack.ports['ws_gateway']}/ws (also /ws on the gateway)")
+            print(
+                f"  WebSocket        ws://127.0.0.1:{stack.ports['ws_gateway']}/ws (also /ws on the gateway)"
+            )
             for name in SERVICES:
                 print(f"  {name:<16} {stack.url(name)}")
-            print(f"  LLM              {stack.llm_base_url}"
-                  + ("  (the stand-in: NOT A MODEL)" if "LLM_BASE_URL" not in os.environ else ""))
+            print(
+                f"  LLM              {stack.llm_base_url}"
+                + ("  (the stand-in: NOT A MODEL)" if "LLM_BASE_URL" not in os.environ else "")
+            )
             print(f"  PostgreSQL       {stack.infra.database_url}")
             print(f"  Kafka            {stack.infra.kafka_bootstrap}    S3 {stack.infra.s3_endpoint}")
             print("\nPress Ctrl-C to stop everything.", flush=True)

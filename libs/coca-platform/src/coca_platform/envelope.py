@@ -42,7 +42,12 @@ class Envelope(BaseModel):
 
 
 def new_envelope(
-    type_: str, *, source: str, tenant_id: str, subject: str, data: dict[str, Any] | None = None,
+    type_: str,
+    *,
+    source: str,
+    tenant_id: str,
+    subject: str,
+    data: dict[str, Any] | None = None,
     seq: int | None = None,
 ) -> Envelope:
     return Envelope(type=type_, source=source, tenant_id=tenant_id, subject=subject, data=data or {}, seq=seq)

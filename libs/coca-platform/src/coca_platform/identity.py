@@ -46,8 +46,9 @@ def sign(identity: Identity, secret: bytes, now: float | None = None) -> tuple[b
     return encoded, hmac.new(secret, encoded, hashlib.sha256).hexdigest().encode()
 
 
-def verify(encoded: bytes | str | None, signature: bytes | str | None, secret: bytes,
-           now: float | None = None) -> Identity:
+def verify(
+    encoded: bytes | str | None, signature: bytes | str | None, secret: bytes, now: float | None = None
+) -> Identity:
     if not encoded or not signature:
         raise Unauthenticated("authentication required")
     encoded_b = encoded.encode() if isinstance(encoded, str) else encoded

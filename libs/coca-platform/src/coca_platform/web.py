@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -54,10 +54,14 @@ def current_trace_id() -> str | None:
 
 
 def error_body(code: str, message: str, **extra: Any) -> bytes:
-    return orjson.dumps({"error": {"code": code, "message": message, "trace_id": current_trace_id(), **extra}})
+    return orjson.dumps(
+        {"error": {"code": code, "message": message, "trace_id": current_trace_id(), **extra}}
+    )
 
 
-def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
     return Response(error_body(code, message), status, headers=headers, media_type="application/json")
 
 
@@ -82,16 +86,29 @@ def _validation_error(_: Request, exc: Exception) -> Response:
     message = f"{'.'.join(first['loc'][1:]) or 'request'}: {first['msg']}"
     return Response(
         orjson.dumps(
-            {"error": {"code": "invalid_argument", "message": message, "trace_id": current_trace_id(),
-                       "details": details}}
+            {
+                "error": {
+                    "code": "invalid_argument",
+                    "message": message,
+                    "trace_id": current_trace_id(),
+                    "details": details,
+                }
+            }
         ),
         422,
         media_type="application/json",
     )
 
 
-_HTTP_CODES = {400: "bad_request", 401: "unauthenticated", 403: "permission_denied", 404: "not_found",
-               405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 
 def _http_error(_: Request, exc: Exception) -> Response:
@@ -122,11 +139,16 @@ class UnhandledErrorMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception as exc:  # noqa: BLE001 — the edge of last resort
+        except Exception as exc:
             log.error("unhandled error", exc_info=exc, extra={"data": {"path": scope.get("path")}})
             if not started:
-                await send({"type": "http.response.start", "status": 500,
-                            "headers": [(b"content-type", b"application/json")]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
                 await send({"type": "http.response.body", "body": error_body("internal", "internal error")})
 
 
@@ -168,8 +190,13 @@ class BodyLimitMiddleware:
 
 async def _send_413(send: Send, limit: int) -> None:
     body = error_body("payload_too_large", f"request body exceeds {limit} bytes")
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -184,8 +211,9 @@ class MetricsMiddleware:
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         status = 500
-        request_id = next((v for k, v in scope["headers"] if k == b"x-request-id"), None) or \
-            uuid.uuid4().hex.encode()
+        request_id = (
+            next((v for k, v in scope["headers"] if k == b"x-request-id"), None) or uuid.uuid4().hex.encode()
+        )
 
         async def wrapped_send(message: Message) -> None:
             nonlocal status
@@ -207,7 +235,7 @@ async def _run_checks(checks: Mapping[str, ReadinessCheck], timeout: float) -> d
     async def one(check: ReadinessCheck) -> str:
         try:
             await asyncio.wait_for(check(), timeout)
-        except Exception as exc:  # noqa: BLE001 — a failing dependency is reported, not raised
+        except Exception as exc:
             return f"failed: {type(exc).__name__}"
         return "ok"
 
@@ -216,7 +244,9 @@ async def _run_checks(checks: Mapping[str, ReadinessCheck], timeout: float) -> d
     return dict(zip(names, results, strict=True))
 
 
-def create_app(settings: PlatformSettings, lifespan: Lifespan | None = None, **fastapi_kwargs: Any) -> FastAPI:
+def create_app(
+    settings: PlatformSettings, lifespan: Lifespan | None = None, **fastapi_kwargs: Any
+) -> FastAPI:
     """The FastAPI app every service starts from; the service adds its routers."""
 
     async def default_lifespan(_: FastAPI) -> AsyncIterator[Mapping[str, Any]]:
@@ -261,8 +291,9 @@ def _as_cm(fn: Callable[[FastAPI], AsyncIterator[Mapping[str, Any]]]) -> Lifespa
     return asynccontextmanager(fn)
 
 
-def serve(app: ASGIApp, settings: PlatformSettings) -> None:
-    """Run one service process: uvicorn with uvloop + httptools, logging left to ours."""
+def serve(app: ASGIApp, settings: PlatformSettings, **uvicorn_options: Any) -> None:
+    """Run one service process: uvicorn with uvloop + httptools, logging left to ours.
+    ``uvicorn_options`` override the defaults (e.g. ``ws_ping_interval``, ``ws_max_size``)."""
     import uvicorn
 
     uvicorn.run(
@@ -276,4 +307,5 @@ def serve(app: ASGIApp, settings: PlatformSettings) -> None:
         ws="websockets-sansio",
         proxy_headers=False,
         timeout_graceful_shutdown=10,
+        **uvicorn_options,
     )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from coca_platform.cli import run_service
+
 from coca_channel.app import create_app
 from coca_channel.settings import Settings
 

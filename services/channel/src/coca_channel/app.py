@@ -3,9 +3,9 @@ reports health and readiness, and exposes metrics like every other service."""
 
 from __future__ import annotations
 
+from coca_platform import web
 from fastapi import FastAPI
 
-from coca_platform import web
 from coca_channel.settings import Settings
 
 

@@ -6,8 +6,6 @@ this process (see ``resources``); ``/ws`` runs a ``connection.Session`` per clie
 
 from __future__ import annotations
 
-import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,19 +18,6 @@ from coca_ws_gateway.connection import Session, authenticate
 from coca_ws_gateway.metrics import CONNECTIONS
 from coca_ws_gateway.resources import Resources, open_resources
 from coca_ws_gateway.settings import Settings
-
-_TOKEN_IN_QUERY = re.compile(r"((?:^|[?&])token=)[^&\s\"]+")
-
-
-class RedactTokens(logging.Filter):
-    """uvicorn logs each WebSocket's path with its query string: keep ``?token=`` out of the logs."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                _TOKEN_IN_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args
-            )
-        return True
 
 
 async def websocket_endpoint(ws: WebSocket) -> None:
@@ -50,17 +35,11 @@ async def websocket_endpoint(ws: WebSocket) -> None:
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        redact = RedactTokens()
-        uvicorn_log = logging.getLogger("uvicorn.error")
-        uvicorn_log.addFilter(redact)
-        try:
-            async with open_resources(settings) as res:
-                yield {
-                    "resources": res,
-                    "readiness": {"redis": lambda: cache.ping(res.redis), "kafka": res.check_kafka},
-                }
-        finally:
-            uvicorn_log.removeFilter(redact)
+        async with open_resources(settings) as res:
+            yield {
+                "resources": res,
+                "readiness": {"redis": lambda: cache.ping(res.redis), "kafka": res.check_kafka},
+            }
 
     app = web.create_app(settings, lifespan=lifespan)
     app.router.add_websocket_route("/ws", websocket_endpoint)
