@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PROTO_OUT := libs/coca-protos/src
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap sync dev test test-unit lint fmt typecheck protos protos-check ci clean
+.PHONY: help bootstrap sync dev test lint typecheck fmt protos protos-check docs docs-check ci clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ lint: sync  ## formatting, lint rules, import contracts
 	@$(UV) run --frozen ruff check .
 	@$(UV) run --frozen lint-imports
 
+typecheck: sync  ## mypy --strict over the platform, the stand-in and every service
+	@$(UV) run --frozen mypy
+
 fmt: sync  ## format and fix what can be fixed automatically
 	@$(UV) run --frozen ruff format .
 	@$(UV) run --frozen ruff check --fix .
@@ -39,7 +42,13 @@ protos: sync  ## regenerate Python code from protos/
 protos-check: protos  ## fail if the committed generated code is stale
 	@git diff --exit-code -- $(PROTO_OUT) || { echo "generated code is stale: run 'make protos' and commit"; exit 1; }
 
-ci: lint protos-check test  ## what CI runs
+docs: sync  ## regenerate docs/configuration.md from the services' settings
+	@$(UV) run --frozen python scripts/config_reference.py
+
+docs-check: sync  ## fail if docs/configuration.md is stale
+	@$(UV) run --frozen python scripts/config_reference.py --check
+
+ci: lint typecheck protos-check docs-check test  ## what CI runs (.ci/run)
 
 clean:  ## remove local data and caches (not the database)
 	rm -rf .data .pytest_cache .ruff_cache .mypy_cache test-artifacts

@@ -83,7 +83,7 @@ class EventLog:
 
     async def read_after(self, subject: str, position: str, count: int = 1000) -> list[tuple[str, bytes]]:
         """Entries strictly after ``position``: ``[(entry id, envelope JSON)]``."""
-        entries = await self._redis.xrange(_keys(subject)[0], min=f"({position}", max="+", count=count)
+        entries: Any = await self._redis.xrange(_keys(subject)[0], min=f"({position}", max="+", count=count)
         return [(_s(sid), fields[b"e"]) for sid, fields in entries]
 
     async def follow(

@@ -100,10 +100,10 @@ def _instrument_libraries() -> None:
 
     for instrumentor in (
         AioHttpClientInstrumentor(),
-        AsyncPGInstrumentor(),
+        AsyncPGInstrumentor(),  # type: ignore[no-untyped-call]
         RedisInstrumentor(),
-        GrpcAioInstrumentorClient(),
-        GrpcAioInstrumentorServer(),
+        GrpcAioInstrumentorClient(),  # type: ignore[no-untyped-call]
+        GrpcAioInstrumentorServer(),  # type: ignore[no-untyped-call]
     ):
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument()

@@ -22,9 +22,13 @@ class PlatformSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     service_name: str
+    # local | test | staging | prod. staging/prod refuse development defaults (secrets, keys).
     environment: Environment = "local"
+    # DEBUG | INFO | WARNING | ERROR; logs are JSON lines on stdout.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Address the HTTP server binds (0.0.0.0 in containers).
     http_host: str = "127.0.0.1"
+    # Port of the HTTP server (each service has its own default, from the architecture brief).
     http_port: int = 8080
     # Signs the identity headers the gateway sets for internal calls (HMAC-SHA256).
     internal_secret: SecretStr = SecretStr(DEV_INTERNAL_SECRET)
@@ -46,7 +50,9 @@ class DatabaseSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
+    # PostgreSQL DSN; each service uses its own schema (coca_<service>) in it.
     database_url: str = "postgresql://postgres@127.0.0.1:5432/coca"
+    # Connections kept open / at most, per process.
     db_pool_min: int = 1
     db_pool_max: int = 10
 
@@ -54,18 +60,21 @@ class DatabaseSettings(BaseSettings):
 class RedisSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
+    # Redis URL (rate limits, sessions, event logs, caches).
     redis_url: str = "redis://127.0.0.1:6379/0"
 
 
 class KafkaSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
+    # Kafka bootstrap servers (host:port, comma-separated).
     kafka_bootstrap: str = "127.0.0.1:9092"
-    # librdkafka's defaults make a new consumer group wait ~24 s for its first fetch on small brokers.
+    # Consumer session timeout; librdkafka's default makes a new group wait ~24 s for its first fetch.
     kafka_session_timeout_ms: int = 6000
 
 
 class AmqpSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
+    # RabbitMQ URL.
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"

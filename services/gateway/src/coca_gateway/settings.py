@@ -14,7 +14,7 @@ class Settings(PlatformSettings, RedisSettings):
     service_name: str = "gateway"
     http_port: int = 8080
 
-    # Peers: ``host:port`` or a base URL.
+    # Peers, each as ``host:port`` or a base URL.
     user_service_addr: str = "http://127.0.0.1:8001"
     agent_service_addr: str = "http://127.0.0.1:8002"
     channel_service_addr: str = "http://127.0.0.1:8003"
@@ -30,8 +30,9 @@ class Settings(PlatformSettings, RedisSettings):
         validation_alias=AliasChoices("gateway_max_body_bytes", "max_body_bytes"),
     )
 
-    # Requests per minute (GCRA: the whole minute's allowance may come as a burst).
+    # Requests per minute per user (GCRA: the whole minute's allowance may come as a burst).
     rate_limit_user_per_min: int = Field(default=600, ge=1)
+    # Requests per minute per API key, and per client IP (all routes).
     rate_limit_key_per_min: int = Field(default=1200, ge=1)
     rate_limit_ip_per_min: int = Field(default=1200, ge=1)
     # Public auth routes (register/login/refresh) per client IP: slows credential stuffing.
@@ -41,17 +42,22 @@ class Settings(PlatformSettings, RedisSettings):
 
     # Browser origins allowed by CORS (comma-separated or a JSON list).
     cors_origins: Annotated[list[str], NoDecode] = ["http://localhost:3000", "http://127.0.0.1:3000"]
+    # One JSON line per proxied request (method, route, status, duration, request id).
     access_log: bool = True
     # X-Forwarded-For entries appended by trusted proxies in front of the gateway (0: none trusted).
     trusted_proxy_hops: int = Field(default=0, ge=0)
 
+    # Seconds to connect to an upstream (503 upstream_unavailable beyond).
     upstream_connect_timeout_s: float = 3.0
     # Longest silence while waiting for an upstream's headers or its next body bytes (504 before
     # the response starts). SSE endpoints send keep-alive comments well within it.
     upstream_read_timeout_s: float = 120.0
+    # Open connections kept to the upstreams, in total.
     upstream_pool_size: int = Field(default=512, ge=1)
 
+    # Seconds the user service's public keys are cached (refreshed early on an unknown kid).
     jwks_ttl_s: float = 300
+    # Seconds an API key's verification is cached in Redis (revocation clears it at once).
     api_key_cache_ttl_s: int = 30
 
     @field_validator("cors_origins", mode="before")
