@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.resources
 import os
 import signal
 import subprocess
@@ -84,6 +85,28 @@ def _wait_ready(url: str, timeout: float, proc: subprocess.Popen[bytes], name: s
             last = str(exc)
         time.sleep(0.1)
     raise InfraError(f"{name} was not ready within {timeout:.0f} s ({last}); see its log")
+
+
+def _has_migrations(service: str) -> bool:
+    folder = importlib.resources.files(f"coca_{service}") / "migrations"
+    return folder.is_dir() and any(entry.name.endswith(".sql") for entry in folder.iterdir())
+
+
+def _migrate(services: list[str], env: dict[str, str]) -> None:
+    """``python -m coca_<svc> migrate`` for each service, concurrently (each owns its own schema)."""
+    running = {
+        name: subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", f"coca_{name}", "migrate"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for name in services
+    }
+    for name, proc in running.items():
+        output, _ = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            raise InfraError(f"migrations of {name} failed:\n{output.decode()[-4000:]}")
 
 
 def _spawn(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -173,19 +196,7 @@ def run_stack(
                 **{f"{n.upper()}_SERVICE_ADDR": f"127.0.0.1:{p}" for n, p in ports.items()},
                 **(extra_env or {}),
             }
-            for name in names:
-                result = subprocess.run(  # noqa: S603
-                    [sys.executable, "-m", f"coca_{name}", "migrate"],
-                    env=env,
-                    capture_output=True,
-                    timeout=120,
-                    check=False,
-                )
-                if result.returncode != 0:
-                    raise InfraError(
-                        f"migrations of {name} failed:\n{result.stdout.decode()[-2000:]}"
-                        f"{result.stderr.decode()[-2000:]}"
-                    )
+            _migrate([n for n in names if _has_migrations(n)], env)
             stack = Stack(infra, data_dir, ports, llm_base_url, env, procs)
             for name in names:
                 procs[name] = _spawn(
