@@ -9,11 +9,9 @@ import hmac
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
-import jwt
 import orjson
 import pytest
 from aiohttp import web
@@ -21,11 +19,8 @@ from coca_platform.auth import API_KEY_CACHE_PREFIX, REVOKED_SESSION_PREFIX, Aut
 from coca_platform.cache import Redis, open_redis
 from coca_platform.errors import DeadlineExceeded, NotFound, QuotaExceeded, Unauthenticated, Unavailable
 from coca_platform.httpclient import open_http_session, request_json
-from coca_platform.identity import IDENTITY_HEADER, SIGNATURE_HEADER, verify
-from coca_platform.testing import free_port
+from coca_platform.testing import FakeUserService, TokenIssuer, free_port, serve_aiohttp
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
 
 pytestmark = pytest.mark.integration
 
@@ -33,76 +28,29 @@ SECRET = b"test-internal-secret"
 
 
 @pytest.fixture(scope="module")
-def rsa_keys() -> list[rsa.RSAPrivateKey]:
-    return [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2)]
+def issuer() -> TokenIssuer:
+    """The user service's signing key."""
+    return TokenIssuer()
 
 
-class FakeUserService:
-    """The user service as the authenticator sees it over HTTP."""
-
-    def __init__(self, keys: dict[str, rsa.RSAPrivateKey]) -> None:
-        self.keys = keys
-        self.jwks_fetches = 0
-        self.verify_calls = 0
-        self.api_keys: dict[str, dict[str, Any]] = {}
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/.well-known/jwks.json", self._jwks)
-        app.router.add_post("/internal/v1/api-keys/verify", self._verify)
-        app.router.add_get("/boom/{status}", self._boom)
-        app.router.add_get("/slow", self._slow)
-        return app
-
-    async def _jwks(self, _: web.Request) -> web.Response:
-        self.jwks_fetches += 1
-        keys = [
-            RSAAlgorithm.to_jwk(k.public_key(), as_dict=True) | {"kid": kid, "alg": "RS256", "use": "sig"}
-            for kid, k in self.keys.items()
-        ]
-        return web.json_response({"keys": keys})
-
-    async def _verify(self, request: web.Request) -> web.Response:
-        try:
-            caller = verify(
-                request.headers.get(IDENTITY_HEADER), request.headers.get(SIGNATURE_HEADER), SECRET
-            )
-        except Unauthenticated as exc:  # what the platform's error handler renders
-            return _error(401, exc.code, exc.message)
-        if caller.role != "system":
-            return _error(403, "permission_denied", "system callers only")
-        self.verify_calls += 1
-        found = self.api_keys.get((await request.json())["key"])
-        if found is None:
-            return _error(401, "invalid_api_key", "unknown API key")
-        return web.json_response(found)
-
-    async def _boom(self, request: web.Request) -> web.Response:
-        status = int(request.match_info["status"])
-        headers = {"Retry-After": "7"} if status == 429 else {}
-        return _error(status, "things_broke", "it broke", headers)
-
-    async def _slow(self, _: web.Request) -> web.Response:
-        import asyncio
-
-        await asyncio.sleep(2)
-        return web.json_response({})
+@pytest.fixture(scope="module")
+def other_issuer() -> TokenIssuer:
+    """Another key, not in the user service's JWKS unless a test rotates it in."""
+    return TokenIssuer()
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+async def _boom(request: web.Request) -> web.Response:
+    status = int(request.match_info["status"])
+    headers = {"Retry-After": "7"} if status == 429 else {}
+    body = {"error": {"code": "things_broke", "message": "it broke"}}
+    return web.json_response(body, status=status, headers=headers)
 
 
-@asynccontextmanager
-async def _serve(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+async def _slow(_: web.Request) -> web.Response:
+    import asyncio
+
+    await asyncio.sleep(2)
+    return web.json_response({})
 
 
 @pytest.fixture
@@ -112,9 +60,13 @@ async def redis(infra: Any) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def user_service(rsa_keys: list[rsa.RSAPrivateKey]) -> AsyncIterator[tuple[FakeUserService, str]]:
-    fake = FakeUserService({"k1": rsa_keys[0]})
-    async with _serve(fake.app()) as url:
+async def user_service(issuer: TokenIssuer) -> AsyncIterator[tuple[FakeUserService, str]]:
+    """The user service as the authenticator sees it over HTTP, plus routes that fail on purpose."""
+    fake = FakeUserService(issuer, internal_secret=SECRET)
+    app = fake.app()
+    app.router.add_get("/boom/{status}", _boom)
+    app.router.add_get("/slow", _slow)
+    async with serve_aiohttp(app) as url:
         yield fake, url
 
 
@@ -135,26 +87,6 @@ def make_auth(
     return make
 
 
-def _claims(**overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    claims = {
-        "iss": "coca-user",
-        "aud": "coca",
-        "sub": f"u-{uuid.uuid4().hex[:8]}",
-        "tid": "tenant-1",
-        "role": "admin",
-        "sid": uuid.uuid4().hex,
-        "iat": now,
-        "exp": now + 300,
-        "jti": uuid.uuid4().hex,
-    }
-    return claims | overrides
-
-
-def _token(key: rsa.RSAPrivateKey, kid: str = "k1", **overrides: Any) -> str:
-    return jwt.encode(_claims(**overrides), key, algorithm="RS256", headers={"kid": kid})
-
-
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -165,8 +97,8 @@ async def _rejected(auth: Authenticator, credential: str) -> Unauthenticated:
     return caught.value
 
 
-async def test_valid_token_yields_the_identity_in_its_claims(make_auth: Any, rsa_keys: Any) -> None:
-    identity = await make_auth().authenticate(_token(rsa_keys[0], sub="u-1", tid="t-9", role="owner"))
+async def test_valid_token_yields_the_identity_in_its_claims(make_auth: Any, issuer: TokenIssuer) -> None:
+    identity = await make_auth().authenticate(issuer.mint("t-9", "u-1", role="owner"))
 
     assert (identity.user_id, identity.tenant_id, identity.role, identity.method) == (
         "u-1",
@@ -176,40 +108,38 @@ async def test_valid_token_yields_the_identity_in_its_claims(make_auth: Any, rsa
     )
 
 
-async def test_expired_token_is_rejected_as_token_expired(make_auth: Any, rsa_keys: Any) -> None:
-    token = _token(rsa_keys[0], exp=int(time.time()) - 60, iat=int(time.time()) - 400)
+async def test_expired_token_is_rejected_as_token_expired(make_auth: Any, issuer: TokenIssuer) -> None:
+    token = issuer.mint(exp=int(time.time()) - 60, iat=int(time.time()) - 400)
 
     assert (await _rejected(make_auth(), token)).code == "token_expired"
 
 
 async def test_token_signed_by_another_key_under_a_known_kid_is_rejected(
-    make_auth: Any, rsa_keys: Any
+    make_auth: Any, issuer: TokenIssuer, other_issuer: TokenIssuer
 ) -> None:
-    assert (await _rejected(make_auth(), _token(rsa_keys[1], kid="k1"))).code == "invalid_token"
+    assert (await _rejected(make_auth(), other_issuer.mint(kid=issuer.kid))).code == "invalid_token"
 
 
 @pytest.mark.parametrize("claim", [{"aud": "someone-else"}, {"iss": "evil"}])
 async def test_token_for_another_audience_or_issuer_is_rejected(
-    make_auth: Any, rsa_keys: Any, claim: dict[str, str]
+    make_auth: Any, issuer: TokenIssuer, claim: dict[str, Any]
 ) -> None:
-    assert (await _rejected(make_auth(), _token(rsa_keys[0], **claim))).code == "invalid_token"
+    assert (await _rejected(make_auth(), issuer.mint(**claim))).code == "invalid_token"
 
 
-async def test_unsigned_alg_none_token_is_rejected(make_auth: Any) -> None:
-    header = _b64(orjson.dumps({"alg": "none", "kid": "k1", "typ": "JWT"}))
-    token = f"{header}.{_b64(orjson.dumps(_claims()))}."
+async def test_unsigned_alg_none_token_is_rejected(make_auth: Any, issuer: TokenIssuer) -> None:
+    header = _b64(orjson.dumps({"alg": "none", "kid": issuer.kid, "typ": "JWT"}))
+    token = f"{header}.{_b64(orjson.dumps(issuer.claims()))}."
 
     assert (await _rejected(make_auth(), token)).code == "invalid_token"
 
 
-async def test_hs256_token_keyed_with_the_public_key_is_rejected(make_auth: Any, rsa_keys: Any) -> None:
-    public_pem = (
-        rsa_keys[0]
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+async def test_hs256_token_keyed_with_the_public_key_is_rejected(make_auth: Any, issuer: TokenIssuer) -> None:
+    public_pem = issuer.key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    header = _b64(orjson.dumps({"alg": "HS256", "kid": "k1", "typ": "JWT"}))
-    signing_input = f"{header}.{_b64(orjson.dumps(_claims()))}"
+    header = _b64(orjson.dumps({"alg": "HS256", "kid": issuer.kid, "typ": "JWT"}))
+    signing_input = f"{header}.{_b64(orjson.dumps(issuer.claims()))}"
     signature = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
 
     assert (await _rejected(make_auth(), f"{signing_input}.{_b64(signature)}")).code == "invalid_token"
@@ -220,69 +150,69 @@ async def test_garbage_credential_is_rejected_as_invalid_token(make_auth: Any) -
 
 
 async def test_unknown_kid_refreshes_the_jwks_once_and_then_accepts_rotated_key(
-    make_auth: Any, rsa_keys: Any, user_service: tuple[FakeUserService, str]
+    make_auth: Any, issuer: TokenIssuer, other_issuer: TokenIssuer, user_service: tuple[FakeUserService, str]
 ) -> None:
     fake, _ = user_service
     auth = make_auth()
-    await auth.authenticate(_token(rsa_keys[0]))
-    fake.keys["k2"] = rsa_keys[1]  # the user service rotates in a new key
+    await auth.authenticate(issuer.mint())
+    fake.issuers.append(other_issuer)  # the user service rotates in a new key
 
-    identity = await auth.authenticate(_token(rsa_keys[1], kid="k2", sub="u-rotated"))
+    identity = await auth.authenticate(other_issuer.mint(user_id="u-rotated"))
 
     assert identity.user_id == "u-rotated"
     assert fake.jwks_fetches == 2
 
 
 async def test_flood_of_random_kids_refreshes_the_jwks_at_most_once_per_interval(
-    make_auth: Any, rsa_keys: Any, user_service: tuple[FakeUserService, str]
+    make_auth: Any, issuer: TokenIssuer, other_issuer: TokenIssuer, user_service: tuple[FakeUserService, str]
 ) -> None:
     fake, _ = user_service
     auth = make_auth(min_jwks_refresh_interval_s=60)
-    await auth.authenticate(_token(rsa_keys[0]))
+    await auth.authenticate(issuer.mint())
 
     for _ in range(20):
-        assert (await _rejected(auth, _token(rsa_keys[1], kid=uuid.uuid4().hex))).code == "invalid_token"
+        assert (await _rejected(auth, other_issuer.mint(kid=uuid.uuid4().hex))).code == "invalid_token"
 
     assert fake.jwks_fetches == 2  # the first load plus one refresh for the whole flood
 
 
 async def test_cached_keys_keep_working_while_the_user_service_is_down(
-    http: aiohttp.ClientSession, redis: Redis, rsa_keys: Any
+    http: aiohttp.ClientSession, redis: Redis, issuer: TokenIssuer
 ) -> None:
-    fake = FakeUserService({"k1": rsa_keys[0]})
-    async with _serve(fake.app()) as url:
+    fake = FakeUserService(issuer, internal_secret=SECRET)
+    async with serve_aiohttp(fake.app()) as url:
         auth = Authenticator(http, redis, user_service_url=url, internal_secret=SECRET, jwks_ttl_s=0)
-        await auth.authenticate(_token(rsa_keys[0]))
+        await auth.authenticate(issuer.mint())
 
-    identity = await auth.authenticate(_token(rsa_keys[0], sub="u-still"))
+    identity = await auth.authenticate(issuer.mint(user_id="u-still"))
 
     assert identity.user_id == "u-still"
 
 
 async def test_no_keys_and_no_user_service_is_unavailable_not_unauthenticated(
-    http: aiohttp.ClientSession, redis: Redis, rsa_keys: Any
+    http: aiohttp.ClientSession, redis: Redis, issuer: TokenIssuer
 ) -> None:
     auth = Authenticator(http, redis, user_service_url=f"127.0.0.1:{free_port()}", internal_secret=SECRET)
 
     with pytest.raises(Unavailable):
-        await auth.authenticate(_token(rsa_keys[0]))
+        await auth.authenticate(issuer.mint())
 
 
-async def test_revoked_session_is_rejected(make_auth: Any, rsa_keys: Any, redis: Redis) -> None:
+async def test_revoked_session_is_rejected(make_auth: Any, issuer: TokenIssuer, redis: Redis) -> None:
     sid = uuid.uuid4().hex
-    token = _token(rsa_keys[0], sid=sid)
+    token = issuer.mint(sid=sid)
     auth = make_auth()
     await auth.authenticate(token)  # verified and remembered
     await redis.set(REVOKED_SESSION_PREFIX + sid, b"1", ex=60)
 
     assert (await _rejected(auth, token)).code == "session_revoked"
-    assert (await _rejected(auth, _token(rsa_keys[0], sid=sid))).code == "session_revoked"
+    assert (await _rejected(auth, issuer.mint(sid=sid))).code == "session_revoked"
 
 
-async def test_remembered_token_is_refused_once_it_expires(make_auth: Any, rsa_keys: Any) -> None:
+async def test_remembered_token_is_refused_once_it_expires(make_auth: Any, issuer: TokenIssuer) -> None:
     import asyncio
 
-    token = _token(rsa_keys[0], exp=int(time.time()) + 1)
+    token = issuer.mint(exp=int(time.time()) + 1)
     auth = make_auth(leeway_s=0)
     await auth.authenticate(token)
     await asyncio.sleep(max(0.0, int(time.time()) + 1.05 - time.time()) + 1)
@@ -290,13 +220,13 @@ async def test_remembered_token_is_refused_once_it_expires(make_auth: Any, rsa_k
     assert (await _rejected(auth, token)).code == "token_expired"
 
 
-async def test_session_check_fails_closed_when_redis_is_down(make_auth: Any, rsa_keys: Any) -> None:
+async def test_session_check_fails_closed_when_redis_is_down(make_auth: Any, issuer: TokenIssuer) -> None:
     import redis.asyncio as aioredis
 
     dead = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0")
     try:
         with pytest.raises(Unavailable):
-            await make_auth(redis=dead).authenticate(_token(rsa_keys[0]))
+            await make_auth(redis=dead).authenticate(issuer.mint())
     finally:
         await dead.aclose()
 

@@ -11,23 +11,19 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 import uvicorn
 from aiohttp import WSMsgType, web
 from coca_gateway.app import create_app
 from coca_gateway.settings import Settings
 from coca_platform.identity import IDENTITY_HEADER, SIGNATURE_HEADER, Identity, verify
-from coca_platform.testing import free_port
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
+from coca_platform.testing import FakeUserService, TokenIssuer, free_port
 
 SECRET = "gateway-test-secret"
-KID = "test-key-1"
 
 
 @dataclass
@@ -39,43 +35,25 @@ class Seen:
     identity: Identity | None
 
 
-@dataclass
-class Peer:
-    """One stand-in peer; ``seen`` records every request that reached it."""
+class Peer(FakeUserService):
+    """One stand-in peer, the user service's JWKS and API-key verify endpoint included; ``seen`` records
+    every other request that reached it."""
 
-    name: str
-    private_key: rsa.RSAPrivateKey
-    seen: list[Seen] = field(default_factory=list)
-    api_keys: dict[str, dict[str, Any]] = field(default_factory=dict)
-    verify_calls: int = 0
-    stream_finished_at: float | None = None
-    stream_cancelled: asyncio.Event = field(default_factory=asyncio.Event)
-    url: str = ""
+    def __init__(self, name: str, issuer: TokenIssuer) -> None:
+        super().__init__(issuer, internal_secret=SECRET)
+        self.name = name
+        self.seen: list[Seen] = []
+        self.stream_finished_at: float | None = None
+        self.stream_cancelled = asyncio.Event()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_get("/.well-known/jwks.json", self._jwks)
-        app.router.add_post("/internal/v1/api-keys/verify", self._verify)
+        self.add_routes(app)
         app.router.add_get("/v1/conversations/{id}/events", self._sse)
         app.router.add_get("/v1/agents/slow", self._slow)
         app.router.add_get("/ws", self._ws)
         app.router.add_route("*", "/{tail:.*}", self._echo)
         return app
-
-    async def _jwks(self, _: web.Request) -> web.Response:
-        jwk = RSAAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
-        return web.json_response({"keys": [jwk | {"kid": KID, "alg": "RS256", "use": "sig"}]})
-
-    async def _verify(self, request: web.Request) -> web.Response:
-        caller = verify(
-            request.headers.get(IDENTITY_HEADER), request.headers.get(SIGNATURE_HEADER), SECRET.encode()
-        )
-        assert caller.role == "system"
-        self.verify_calls += 1
-        found = self.api_keys.get((await request.json())["key"])
-        if found is None:
-            return web.json_response({"error": {"code": "invalid_api_key", "message": "no"}}, status=401)
-        return web.json_response(found)
 
     async def _echo(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -129,60 +107,32 @@ class Peer:
         return ws
 
 
-@asynccontextmanager
-async def _serve_peer(peer: Peer) -> AsyncIterator[Peer]:
-    runner = web.AppRunner(peer.app(), shutdown_timeout=1)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    peer.url = f"http://127.0.0.1:{port}"
-    try:
-        yield peer
-    finally:
-        await runner.cleanup()
-
-
 @pytest.fixture
 def internal_secret() -> str:
     return SECRET
 
 
 @pytest.fixture(scope="session")
-def private_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def issuer() -> TokenIssuer:
+    """The user service's signing key: its JWKS is what the peers serve."""
+    return TokenIssuer()
 
 
 @pytest.fixture
-def mint(private_key: rsa.RSAPrivateKey) -> Callable[..., str]:
+def mint(issuer: TokenIssuer) -> Callable[..., str]:
     """An access token as the user service issues them (claims overridable)."""
-
-    def make(**overrides: Any) -> str:
-        now = int(time.time())
-        claims = {
-            "iss": "coca-user",
-            "aud": "coca",
-            "sub": f"u-{uuid.uuid4().hex[:12]}",
-            "tid": "tenant-1",
-            "role": "member",
-            "sid": uuid.uuid4().hex,
-            "iat": now,
-            "exp": now + 300,
-            "jti": uuid.uuid4().hex,
-        }
-        return jwt.encode(claims | overrides, private_key, algorithm="RS256", headers={"kid": KID})
-
-    return make
+    return issuer.mint
 
 
 @pytest.fixture
-async def user_peer(private_key: rsa.RSAPrivateKey) -> AsyncIterator[Peer]:
-    async with _serve_peer(Peer("user", private_key)) as peer:
+async def user_peer(issuer: TokenIssuer) -> AsyncIterator[Peer]:
+    async with Peer("user", issuer).serve() as peer:
         yield peer
 
 
 @pytest.fixture
-async def agent_peer(private_key: rsa.RSAPrivateKey) -> AsyncIterator[Peer]:
-    async with _serve_peer(Peer("agent", private_key)) as peer:
+async def agent_peer(issuer: TokenIssuer) -> AsyncIterator[Peer]:
+    async with Peer("agent", issuer).serve() as peer:
         yield peer
 
 

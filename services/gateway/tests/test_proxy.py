@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from coca_platform.auth import REVOKED_SESSION_PREFIX
 from coca_platform.identity import Identity
-from coca_platform.testing import signed_headers
+from coca_platform.testing import TokenIssuer, signed_headers
 
 # Fixtures and stand-ins come from conftest.py (peers are ``Peer`` objects; see there).
 Peer = Any
@@ -74,17 +74,11 @@ async def test_requests_without_a_valid_credential_are_401_and_not_proxied(
 
 
 async def test_expired_and_foreign_tokens_are_401_with_their_codes(
-    client: httpx.AsyncClient, mint: Callable[..., str], agent_peer: Peer
+    client: httpx.AsyncClient, mint: Callable[..., str], issuer: TokenIssuer, agent_peer: Peer
 ) -> None:
-    import jwt
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     now = int(time.time())
     expired = mint(exp=now - 60, iat=now - 600)
-    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    foreign = jwt.encode(
-        {"sub": "u", "exp": now + 60}, stranger, algorithm="RS256", headers={"kid": "test-key-1"}
-    )
+    foreign = TokenIssuer(kid=issuer.kid).mint()  # another key under the user service's kid
 
     expired_resp = await client.get("/v1/agents", headers=_bearer(expired))
     foreign_resp = await client.get("/v1/agents", headers=_bearer(foreign))

@@ -1,5 +1,5 @@
 """Fixtures for ws_gateway's tests: real Redis and Kafka (from ``infra``), a stand-in user service that
-serves a JWKS of a key made here (tokens are minted with it), and ws_gateway itself under uvicorn on a
+serves the JWKS of a ``TokenIssuer`` (tokens are minted with it), and ws_gateway itself under uvicorn on a
 free port, reading its own events topic. ``Publisher`` writes events the way the agent does: event
 log first (which assigns ``seq``), then Kafka keyed by conversation id.
 """
@@ -9,78 +9,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
 import orjson
 import pytest
 import uvicorn
-from aiohttp import web as aioweb
 from coca_platform import kafka
 from coca_platform.cache import open_redis
 from coca_platform.envelope import new_envelope
 from coca_platform.eventlog import EventLog
 from coca_platform.localinfra import LocalInfra
-from coca_platform.testing import create_topic, free_port
+from coca_platform.testing import FakeUserService, TokenIssuer, create_topic, free_port
 from coca_ws_gateway.app import create_app
 from coca_ws_gateway.settings import Settings
-from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
 
-KID = "test-key-1"
 SEND_QUEUE_MAX = 64
 HEARTBEAT_S = 0.5
 
 
-@dataclass(frozen=True)
-class TokenIssuer:
-    key: rsa.RSAPrivateKey
-    url: str
-
-    def mint(self, tenant_id: str, user_id: str = "u-1", *, ttl_s: int = 300, kid: str = KID) -> str:
-        now = int(time.time())
-        claims = {
-            "iss": "coca-user",
-            "aud": "coca",
-            "sub": user_id,
-            "tid": tenant_id,
-            "sid": uuid.uuid4().hex,
-            "role": "member",
-            "iat": now,
-            "exp": now + ttl_s,
-        }
-        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": kid})
+@pytest.fixture(scope="session")
+def issuer() -> TokenIssuer:
+    """The user service's signing key: ``user_service`` serves its JWKS, so tokens it mints pass."""
+    return TokenIssuer()
 
 
 @pytest.fixture(scope="session")
-async def issuer() -> AsyncIterator[TokenIssuer]:
+async def user_service(issuer: TokenIssuer) -> AsyncIterator[FakeUserService]:
     """A stand-in for the user service's ``/.well-known/jwks.json``."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True) | {
-        "kid": KID,
-        "use": "sig",
-        "alg": "RS256",
-    }
-
-    async def jwks(_: aioweb.Request) -> aioweb.Response:
-        return aioweb.json_response({"keys": [jwk]})
-
-    app = aioweb.Application()
-    app.router.add_get("/.well-known/jwks.json", jwks)
-    runner = aioweb.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    site = aioweb.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    yield TokenIssuer(key, f"http://127.0.0.1:{port}")
-    await runner.cleanup()
+    async with FakeUserService(issuer).serve() as fake:
+        yield fake
 
 
 @dataclass(frozen=True)
@@ -92,7 +56,7 @@ class Gateway:
 
 
 @pytest.fixture(scope="session")
-async def gateway(infra: LocalInfra, issuer: TokenIssuer) -> AsyncIterator[Gateway]:
+async def gateway(infra: LocalInfra, user_service: FakeUserService) -> AsyncIterator[Gateway]:
     topic = f"agent.events.t-{uuid.uuid4().hex[:12]}"
     await create_topic(infra.kafka_bootstrap, topic, partitions=4)
     port = free_port()
@@ -101,7 +65,7 @@ async def gateway(infra: LocalInfra, issuer: TokenIssuer) -> AsyncIterator[Gatew
         http_port=port,
         redis_url=infra.redis_url,
         kafka_bootstrap=infra.kafka_bootstrap,
-        user_service_addr=issuer.url,
+        user_service_addr=user_service.url,
         events_topic=topic,
         ws_send_queue_max=SEND_QUEUE_MAX,
         ws_heartbeat_s=HEARTBEAT_S,

@@ -12,8 +12,8 @@ import httpx
 import orjson
 import pytest
 from coca_platform.observability import JsonFormatter
+from coca_platform.testing import TokenIssuer
 from coca_ws_gateway.metrics import SLOW_CLIENTS_DROPPED
-from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -21,7 +21,6 @@ from websockets.exceptions import ConnectionClosed
 # the agent does) and `kit` (client helpers).
 Gateway = Any
 Publisher = Any
-TokenIssuer = Any
 Kit = Any
 
 pytestmark = pytest.mark.integration
@@ -69,7 +68,7 @@ async def test_bad_or_missing_credentials_close_with_4401(
 async def test_token_signed_by_another_key_is_refused(
     kit: Kit, gateway: Gateway, issuer: TokenIssuer
 ) -> None:
-    forger = type(issuer)(rsa.generate_private_key(public_exponent=65537, key_size=2048), issuer.url)
+    forger = TokenIssuer(kid=issuer.kid)  # another key under the user service's kid
     async with connect(f"{gateway.url}?token={forger.mint(_tenant())}") as ws:
         assert (await kit.recv(ws))["code"] == "unauthenticated"
         with pytest.raises(ConnectionClosed):

@@ -17,14 +17,23 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from coca_platform.identity import IDENTITY_HEADER, SIGNATURE_HEADER, Identity, sign
 from coca_platform.localinfra import InfraError, LocalInfra, free_port
 
-__all__ = ["asgi_client", "create_topic", "free_port", "migrate_for_tests", "signed_headers"]
+__all__ = [
+    "FakeUserService",
+    "TokenIssuer",
+    "asgi_client",
+    "create_topic",
+    "free_port",
+    "migrate_for_tests",
+    "serve_aiohttp",
+    "signed_headers",
+]
 
 _ENV = {
     "admin_url": "COCA_TEST_PG_ADMIN_URL",
@@ -89,3 +98,20 @@ async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
     from coca_platform import kafka
 
     await kafka.create_topics(bootstrap, {name: (partitions, None)})
+
+
+# Token and peer stand-ins (coca_platform.testing.tokens, .peers), imported on first use so that aiohttp
+# and the JWT stack stay out of the start of every test session that loads this plugin.
+if TYPE_CHECKING:
+    from coca_platform.testing.peers import FakeUserService, serve_aiohttp
+    from coca_platform.testing.tokens import TokenIssuer
+
+_LAZY_EXPORTS = {"FakeUserService": "peers", "serve_aiohttp": "peers", "TokenIssuer": "tokens"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY_EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f"{__name__}.{_LAZY_EXPORTS[name]}"), name)
