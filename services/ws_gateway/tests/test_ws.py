@@ -320,5 +320,5 @@ async def test_run_completed_is_logged_in_the_producers_trace(
 async def test_readiness_checks_redis_and_kafka(kit: Kit, gateway: Gateway) -> None:
     async with httpx.AsyncClient(base_url=gateway.http_url) as http:
         response = await http.get("/readyz")
-    assert response.status_code == 200
     assert response.json()["checks"] == {"redis": "ok", "kafka": "ok"}
+    assert response.status_code == 200

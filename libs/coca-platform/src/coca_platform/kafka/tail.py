@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from coca_platform.errors import Unavailable
 from coca_platform.kafka.records import Record, client_config, log, next_batch
@@ -19,8 +20,8 @@ Start = Literal["end", "beginning"]
 class TailReader:
     """Reads all partitions of one topic from the positions fixed by ``open_tail``."""
 
-    def __init__(self, consumer: Consumer, topic: str) -> None:
-        self._consumer, self.topic = consumer, topic
+    def __init__(self, consumer: Consumer, topic: str, admin: AdminClient) -> None:
+        self._consumer, self.topic, self._admin = consumer, topic, admin
 
     async def batches(
         self, stop: asyncio.Event, *, batch_size: int = 1000, poll_timeout_s: float = 0.5
@@ -32,9 +33,10 @@ class TailReader:
                 yield batch
 
     async def ping(self, timeout_s: float = 2.0) -> None:
-        """Readiness: the cluster answers a metadata request for the topic."""
+        """Readiness: the cluster answers a metadata request for the topic. Asked on a handle of its own:
+        on the consumer's, it queues behind the fetches in flight (seconds on some brokers)."""
         try:
-            await asyncio.to_thread(self._consumer.list_topics, self.topic, timeout=timeout_s)
+            await asyncio.to_thread(self._admin.list_topics, self.topic, timeout=timeout_s)
         except KafkaException as exc:
             raise Unavailable(f"kafka metadata request failed: {exc}") from exc
 
@@ -80,7 +82,7 @@ async def open_tail(
         except KafkaException as exc:
             raise Unavailable(f"kafka tail of {topic!r} failed: {exc}") from exc
         log.info("kafka tail assigned", extra={"data": {"topic": topic, "partitions": partitions}})
-        yield TailReader(consumer, topic)
+        yield TailReader(consumer, topic, AdminClient(client_config(bootstrap, {})))
     finally:
         await asyncio.to_thread(consumer.close)
 
