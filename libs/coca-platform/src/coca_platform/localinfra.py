@@ -27,7 +27,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 log = logging.getLogger(__name__)
 
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# The password is the development one a fresh install gets; servers with trust auth ignore it.
+PG_ADMIN_URL = "postgresql://postgres:postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 KNOWLEDGE_BUCKET = "knowledge"
@@ -87,48 +88,54 @@ def _apt_install(*packages: str) -> bool:
     return _run_quiet([*env_cmd, "apt-get", "install", "-y", "-q", *packages])
 
 
-def ensure_postgres(admin_url: str) -> None:
-    host, port = _hostport(admin_url, 5432)
+def _ensure(
+    what: str, url: str, default_port: int, binary: str, package: str, start: list[str], timeout: float
+) -> bool:
+    """Make sure ``what`` listens where ``url`` says: reuse it, else start it (installing ``package``
+    with apt when root and ``binary`` is missing). Returns whether it had to be started."""
+    host, port = _hostport(url, default_port)
     if port_open(host, port):
-        return
-    if not shutil.which("pg_ctlcluster") and not _apt_install("postgresql"):
+        return False
+    if not shutil.which(binary) and not _apt_install(package):
         raise InfraError(
-            f"PostgreSQL is not running on {host}:{port} and could not be installed "
-            "(install it: apt-get install postgresql)"
+            f"{what} is not running on {host}:{port} and could not be installed "
+            f"(install it: apt-get install {package})"
         )
-    for version in (
-        sorted(os.listdir("/etc/postgresql"), reverse=True) if os.path.isdir("/etc/postgresql") else []
-    ):
-        _run_quiet(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"])
-    wait_port(host, port, 30, "PostgreSQL")
-    if _is_root():  # a fresh Debian cluster uses peer auth; trust local TCP for development only
-        _run_quiet(["su", "postgres", "-c", 'psql -c "ALTER USER postgres PASSWORD NULL"'])
+    _run_quiet([arg.format(host=host, port=port) for arg in start])
+    wait_port(host, port, timeout, what)
+    return True
+
+
+def ensure_postgres(admin_url: str) -> None:
+    clusters = sorted(os.listdir("/etc/postgresql"), reverse=True) if os.path.isdir("/etc/postgresql") else []
+    version = clusters[0] if clusters else "15"
+    started = _ensure(
+        "PostgreSQL",
+        admin_url,
+        5432,
+        "pg_ctlcluster",
+        "postgresql",
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"],
+        30,
+    )
+    if started and _is_root():  # a fresh Debian cluster: give the superuser the development password
+        _run_quiet(["su", "postgres", "-c", "psql -c \"ALTER USER postgres PASSWORD 'postgres'\""])
 
 
 def ensure_redis(url: str) -> None:
-    host, port = _hostport(url, 6379)
-    if port_open(host, port):
-        return
-    if not shutil.which("redis-server") and not _apt_install("redis-server"):
-        raise InfraError(
-            f"Redis is not running on {host}:{port} and could not be installed "
-            "(install it: apt-get install redis-server)"
-        )
-    _run_quiet(["redis-server", "--port", str(port), "--bind", host, "--daemonize", "yes", "--save", ""])
-    wait_port(host, port, 20, "Redis")
+    _ensure(
+        "Redis",
+        url,
+        6379,
+        "redis-server",
+        "redis-server",
+        ["redis-server", "--port", "{port}", "--bind", "{host}", "--daemonize", "yes", "--save", ""],
+        20,
+    )
 
 
 def ensure_rabbitmq(url: str) -> None:
-    host, port = _hostport(url, 5672)
-    if port_open(host, port):
-        return
-    if not shutil.which("rabbitmq-server") and not _apt_install("rabbitmq-server"):
-        raise InfraError(
-            f"RabbitMQ is not running on {host}:{port} and could not be installed "
-            "(install it: apt-get install rabbitmq-server)"
-        )
-    _run_quiet(["rabbitmq-server", "-detached"])
-    wait_port(host, port, 90, "RabbitMQ")
+    _ensure("RabbitMQ", url, 5672, "rabbitmq-server", "rabbitmq-server", ["rabbitmq-server", "-detached"], 90)
 
 
 async def _create_database(admin_url: str, name: str, *, drop_first: bool) -> None:
