@@ -31,6 +31,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 EVENTS_TOPIC = "agent.events"
+USAGE_TOPIC = "usage.records"
 
 
 def make_settings(infra: LocalInfra, llm_base_url: str, **overrides: Any) -> Settings:
@@ -43,6 +44,9 @@ def make_settings(infra: LocalInfra, llm_base_url: str, **overrides: Any) -> Set
         "llm_timeout_s": 5,
         "llm_idle_timeout_s": 1,
         "db_pool_max": 4,
+        # Peers are opted in per test: quotas (billing) and tools (plugin) are off by default here.
+        "billing_service_addr": "",
+        "plugin_service_addr": "",
     }
     return Settings(**(values | overrides))
 
@@ -58,6 +62,7 @@ def tracing() -> None:
 async def prepared(infra: LocalInfra) -> LocalInfra:
     await migrate_for_tests(infra.database_url, schema="coca_agent", package="coca_agent")
     await create_topic(infra.kafka_bootstrap, EVENTS_TOPIC, partitions=8)
+    await create_topic(infra.kafka_bootstrap, USAGE_TOPIC, partitions=4)
     return infra
 
 
@@ -180,9 +185,9 @@ def parse_sse(text: str) -> list[SseEvent]:
 
 
 class KafkaEvents:
-    """Every record of ``agent.events`` since the topic was created, grouped by key (conversation id)."""
+    """Every record of a topic (``agent.events`` by default) since it was created, grouped by key."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, topic: str = EVENTS_TOPIC) -> None:
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -192,7 +197,7 @@ class KafkaEvents:
                 "enable.auto.commit": False,
             }
         )
-        self._consumer.subscribe([EVENTS_TOPIC])
+        self._consumer.subscribe([topic])
         self._lock = threading.Lock()
         self._by_key: dict[str, list[tuple[bytes, dict[str, bytes]]]] = defaultdict(list)
         self._stop = threading.Event()
@@ -296,3 +301,13 @@ def live(server: httpx.AsyncClient) -> ChatApi:
 @pytest.fixture(scope="session")
 def sse() -> Callable[[str], list[SseEvent]]:
     return parse_sse
+
+
+@pytest.fixture(scope="session")
+def usage_records(prepared: LocalInfra) -> Iterator[KafkaEvents]:
+    """Every record of ``usage.records``, grouped by key (tenant id)."""
+    events = KafkaEvents(prepared.kafka_bootstrap, USAGE_TOPIC)
+    try:
+        yield events
+    finally:
+        events.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -77,6 +78,15 @@ _FINISH_RUN = """
 UPDATE runs SET status = $3, error = $4::jsonb, prompt_tokens = $5, completion_tokens = $6,
     finished_at = now()
 WHERE tenant_id = $1 AND id = $2 AND status = 'running' RETURNING id
+"""
+_MARK_USAGE_PUBLISHED = "UPDATE runs SET usage_published_at = now() WHERE tenant_id = $1 AND id = $2"
+# Ended runs whose usage record Kafka never acknowledged (the process died, or Kafka was down).
+_UNPUBLISHED_USAGE = """
+SELECT r.id AS run_id, r.tenant_id, c.user_id, c.agent_id, a.model, r.prompt_tokens, r.completion_tokens
+FROM runs r JOIN conversations c ON c.id = r.conversation_id JOIN agents a ON a.id = c.agent_id
+WHERE r.finished_at IS NOT NULL AND r.usage_published_at IS NULL AND r.finished_at < now() - $1::interval
+    AND r.prompt_tokens + r.completion_tokens > 0
+ORDER BY r.finished_at LIMIT $2
 """
 
 
@@ -204,3 +214,16 @@ class ConversationRepository:
             usage.completion_tokens,
         )
         return found is not None
+
+
+class UsageRepository:
+    """Which ended runs still owe billing their usage record."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def mark_published(self, tenant_id: UUID, run_id: UUID) -> None:
+        await self._conn.execute(_MARK_USAGE_PUBLISHED, tenant_id, run_id)
+
+    async def unpublished(self, older_than: timedelta, limit: int) -> list[asyncpg.Record]:
+        return list(await self._conn.fetch(_UNPUBLISHED_USAGE, older_than, limit))

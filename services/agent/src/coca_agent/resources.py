@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -12,8 +13,11 @@ from coca_platform.db import Pool, create_pool
 from coca_platform.eventlog import EventLog
 from coca_platform.kafka import KafkaProducer, open_producer
 
+from coca_agent.billing_client import BillingClient
 from coca_agent.events import EventPublisher
 from coca_agent.llm import LlmClient, LlmConfig
+from coca_agent.metering import Metering, sweep_unpublished_usage
+from coca_agent.plugin_tools import open_plugin_tools
 from coca_agent.registry import RunRegistry
 from coca_agent.runs import RunExecutor, RunLimits
 from coca_agent.service import AgentService, ChatLimits, ConversationService
@@ -32,6 +36,7 @@ class Resources:
     publisher: EventPublisher
     registry: RunRegistry
     executor: RunExecutor
+    metering: Metering
 
     @asynccontextmanager
     async def agents(self) -> AsyncIterator[AgentService]:
@@ -48,6 +53,7 @@ class Resources:
                 publisher=self.publisher,
                 registry=self.registry,
                 executor=self.executor,
+                metering=self.metering,
                 limits=limits,
             )
 
@@ -81,11 +87,55 @@ async def open_resources(settings: Settings, tools: ToolInvoker | None = None) -
             LlmConfig(settings.llm_base_url, api_key, settings.llm_timeout_s, settings.llm_idle_timeout_s),
         )
         log = EventLog(redis)
-        executor = RunExecutor(
-            pool, llm, tools or NoPluginTools(), RunLimits(settings.llm_model, settings.max_tool_steps)
+        if tools is None and settings.plugin_service_addr:
+            tools = await stack.enter_async_context(
+                open_plugin_tools(
+                    settings.plugin_service_addr,
+                    settings.internal_secret.get_secret_value(),
+                    timeout_s=settings.plugin_timeout_s,
+                )
+            )
+        billing = (
+            BillingClient(http, settings.billing_service_addr, settings.internal_secret.get_secret_value())
+            if settings.billing_service_addr
+            else None
         )
+        metering = Metering(billing, producer, settings.billing_reserve_tokens)
+        executor = RunExecutor(
+            pool,
+            llm,
+            tools or NoPluginTools(),
+            metering,
+            RunLimits(settings.llm_model, settings.max_tool_steps),
+        )
+        stop_sweeper = asyncio.Event()
+        sweeper = asyncio.create_task(
+            sweep_unpublished_usage(
+                pool,
+                metering,
+                settings.llm_model,
+                interval_s=settings.usage_sweep_interval_s,
+                grace_s=settings.usage_sweep_grace_s,
+                stop=stop_sweeper,
+            )
+        )
+
+        async def stop_sweeping() -> None:
+            stop_sweeper.set()
+            await sweeper
+
+        stack.push_async_callback(stop_sweeping)
         registry = RunRegistry(settings.max_concurrent_runs)
         stack.push_async_callback(registry.close, settings.run_shutdown_grace_s)
         yield Resources(
-            settings, pool, redis, producer, llm, log, EventPublisher(log, producer), registry, executor
+            settings,
+            pool,
+            redis,
+            producer,
+            llm,
+            log,
+            EventPublisher(log, producer),
+            registry,
+            executor,
+            metering,
         )

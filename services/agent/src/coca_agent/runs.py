@@ -23,9 +23,10 @@ from coca_platform.observability import tracer
 
 from coca_agent.events import EventsUnavailable, RunEvents, message_payload
 from coca_agent.llm import LlmClient
+from coca_agent.metering import Metering
 from coca_agent.models import Message, NewMessage, Role, RunRequest, RunStatus, Usage
 from coca_agent.registry import RunOutcome
-from coca_agent.repository import ConversationRepository
+from coca_agent.repository import ConversationRepository, UsageRepository
 from coca_agent.tools import ToolInvoker
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,11 @@ class _Progress:
 
 
 class RunExecutor:
-    def __init__(self, pool: Pool, llm: LlmClient, tools: ToolInvoker, limits: RunLimits) -> None:
+    def __init__(
+        self, pool: Pool, llm: LlmClient, tools: ToolInvoker, metering: Metering, limits: RunLimits
+    ) -> None:
         self._pool, self._llm, self._tools, self._limits = pool, llm, tools, limits
+        self._metering = metering
 
     async def execute(self, request: RunRequest, events: RunEvents) -> RunOutcome:
         run = request.run
@@ -85,6 +89,7 @@ class RunExecutor:
                 internal = CocaError("internal error")
                 await self._fail(request, events, internal, progress.usage, started)
                 return RunOutcome(error=internal)
+            await self._meter(request, progress.usage)
             try:  # committed: from here on the run has completed, whatever happens to its last events
                 await events.emit("message.completed", {"message": message_payload(message)})
                 await events.emit("run.completed", {"usage": progress.usage.as_dict()})
@@ -147,6 +152,18 @@ class RunExecutor:
                 messages.append(answer.to_openai())
         raise AssertionError("unreachable: the loop returns or raises")
 
+    async def _meter(self, request: RunRequest, usage: Usage) -> None:
+        """Publish the ended run's usage record. If Kafka does not acknowledge it, the run stays marked
+        unpublished and the usage sweeper publishes it later (same event id: billing counts it once)."""
+        run, agent = request.run, request.agent
+        model = agent.model or self._limits.default_model
+        try:
+            await self._metering.record(run.tenant_id, request.caller.user_id, agent.id, run.id, model, usage)
+            async with self._pool.acquire() as conn:
+                await UsageRepository(conn).mark_published(run.tenant_id, run.id)
+        except (CocaError, PostgresError, OSError) as exc:
+            log.warning("usage record deferred", extra={"data": {"run_id": str(run.id), "error": str(exc)}})
+
     async def _complete(
         self, request: RunRequest, produced: list[NewMessage], reply: str, usage: Usage
     ) -> Message:
@@ -177,6 +194,10 @@ class RunExecutor:
             log.error(
                 "run failure not recorded", extra={"data": {"run_id": str(run.id), "error": str(db_exc)}}
             )
+        if usage.prompt_tokens or usage.completion_tokens:  # the LLM did work: metered, settling the quota
+            await self._meter(request, usage)
+        else:
+            await self._metering.release(run.id)
         if not still_running:  # its completion committed just before the failure: it did not fail
             log.warning("run ended before its failure was recorded", extra={"data": {"run_id": str(run.id)}})
             return

@@ -18,6 +18,7 @@ from coca_platform.errors import Conflict, InvalidArgument, NotFound, Permission
 from coca_platform.eventlog import EventLog
 
 from coca_agent.events import EventPublisher, Frame
+from coca_agent.metering import Metering
 from coca_agent.models import Agent, Caller, Conversation, Message, NewMessage, Role, RunRequest
 from coca_agent.registry import RunHandle, RunRegistry
 from coca_agent.repository import AgentRepository, ConversationRepository
@@ -75,6 +76,7 @@ class ConversationService:
         publisher: EventPublisher,
         registry: RunRegistry,
         executor: RunExecutor,
+        metering: Metering,
         limits: ChatLimits,
     ) -> None:
         self._conn = conn
@@ -82,6 +84,7 @@ class ConversationService:
         self._conversations = ConversationRepository(conn)
         self._log, self._publisher, self._registry, self._executor = log, publisher, registry, executor
         self._limits = limits
+        self._metering = metering
 
     async def create(self, caller: Caller, agent_id: UUID, title: str | None) -> Conversation:
         if await self._agents.get(caller.tenant_id, agent_id) is None:
@@ -105,9 +108,10 @@ class ConversationService:
     async def post_message(
         self, caller: Caller, conversation_id: UUID, content: str, *, listen: bool
     ) -> RunHandle:
-        """Write the user message and a running run in one transaction, then start the run.
+        """Reserve quota, write the user message and a running run in one transaction, then start the run.
 
-        Nothing is written when the content is invalid or the service is at capacity."""
+        Nothing is written when the content is invalid, the tenant is over quota or the service is at
+        capacity."""
         _check_content(content, self._limits.max_message_chars)
         slot = self._registry.reserve()
         try:
@@ -122,6 +126,9 @@ class ConversationService:
                     )
                 )
                 run = await self._conversations.insert_run(caller.tenant_id, conversation.id)
+                # Over quota: 402 before anything is kept or any LLM call (the transaction rolls back).
+                context_chars = len(content) + sum(len(m.content) for m in history)
+                await self._metering.reserve(caller.tenant_id, run.id, self._metering.estimate(context_chars))
                 user_message = await self._conversations.insert_message(
                     caller.tenant_id, conversation.id, run.id, NewMessage(Role.USER, content)
                 )

@@ -31,3 +31,16 @@ class Settings(PlatformSettings, DatabaseSettings, RedisSettings, KafkaSettings)
     sse_heartbeat_s: float = Field(default=15.0, gt=0)
     # How long shutdown waits for cancelled runs to record their failure, in seconds.
     run_shutdown_grace_s: float = Field(default=5.0, gt=0)
+
+    # Billing: quotas are reserved there before each run ("" turns quotas off; usage is still recorded).
+    billing_service_addr: str = "http://127.0.0.1:8005"
+    # Tokens held for a run's reply on top of its context when reserving quota.
+    billing_reserve_tokens: int = Field(default=4096, ge=0)
+    # Plugin service: tool definitions and invocations ("" turns tools off).
+    plugin_service_addr: str = "http://127.0.0.1:8006"
+    # Seconds the agent waits for one tool invocation (keep above the plugin service's TOOL_TIMEOUT_S).
+    plugin_timeout_s: float = Field(default=30.0, gt=0)
+    # Ended runs whose usage record Kafka never acknowledged are republished: checked this often,
+    # for runs that ended at least this long ago (seconds).
+    usage_sweep_interval_s: float = Field(default=30.0, gt=0)
+    usage_sweep_grace_s: float = Field(default=60.0, ge=0)
