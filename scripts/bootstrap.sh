@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what `make dev` and `make test` need on a fresh Debian machine: uv (from PyPI) and, when run
-# as root, the Debian packages for PostgreSQL, Redis and RabbitMQ if they are missing. Services that
+# as root, the Debian packages for PostgreSQL, Redis, RabbitMQ and Chromium if they are missing. Services that
 # are installed but stopped are started by the local infrastructure runner itself.
 set -euo pipefail
 uv_version="${1:-0.13.8}"
@@ -16,6 +16,8 @@ missing=()
 command -v psql >/dev/null 2>&1 || [ -d /usr/lib/postgresql ] || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null || missing+=(redis-server)
 command -v rabbitmq-server >/dev/null 2>&1 || (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null || missing+=(rabbitmq-server)
+# the browser tests drive Debian's Chromium (playwright cannot download browsers here)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing ${missing[*]}" >&2

@@ -1,5 +1,5 @@
-"""The browser test's fixtures: the whole suite as processes on free ports (the web UI told where the
-gateway is, the gateway allowing the UI's origin) and Debian's Chromium driven by playwright.
+"""The browser test's fixtures: Debian's Chromium driven by playwright, on the whole suite started by
+``tests/conftest.py`` (the web UI told where the gateway is, the gateway allowing the UI's origin).
 
 Chromium comes from the Debian package ``chromium`` (``playwright install`` cannot download browsers
 here). Without it the tests FAIL, saying so; they never skip.
@@ -8,38 +8,16 @@ here). Without it the tests FAIL, saying so; they never skip.
 from __future__ import annotations
 
 import os
-import tempfile
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from coca_platform.devstack import SERVICES, Stack, run_stack
-from coca_platform.localinfra import free_port
+from coca_platform.devstack import Stack
 
 CHROMIUM = os.environ.get("COCA_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-@pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
-    data_dir = Path(tempfile.mkdtemp(prefix="coca-browser-"))
-    ports = {name: free_port() for name in SERVICES}
-    with run_stack(
-        data_dir,
-        ports=ports,
-        database=f"coca_browser_{uuid.uuid4().hex[:12]}",
-        fresh_database=True,
-        drop_database_on_exit=True,
-        extra_env={
-            "ENVIRONMENT": "test",
-            "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{ports['gateway']}",
-            "CORS_ORIGINS": f"http://127.0.0.1:{ports['web']}",
-        },
-    ) as started:
-        yield started
 
 
 @pytest.fixture(scope="session")

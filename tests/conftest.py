@@ -1,4 +1,10 @@
-"""The whole suite as processes: infrastructure, LLM stand-in and the nine services on free ports."""
+"""The whole suite as processes, shared by the end-to-end and browser tests: infrastructure, the LLM
+stand-in and the nine services on free ports, started once per test session.
+
+Outbound calls to user-supplied URLs are refused for private and loopback addresses; the tests'
+receivers (webhooks, tools) listen on this machine, so the stack allow-lists the host name
+``localhost`` only — URLs with ``127.0.0.1`` or ``169.254.169.254`` stay refused, as in production.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +29,13 @@ def stack() -> Iterator[Stack]:
         database=f"coca_e2e_{uuid.uuid4().hex[:12]}",
         fresh_database=True,
         drop_database_on_exit=True,
-        extra_env={"ENVIRONMENT": "test", "BCRYPT_COST": "12", "STANDIN_TOKEN_DELAY_MS": "2"},
+        extra_env={
+            "ENVIRONMENT": "test",
+            "STANDIN_TOKEN_DELAY_MS": "2",
+            "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{ports['gateway']}",
+            "CORS_ORIGINS": f"http://127.0.0.1:{ports['web']}",
+            "EGRESS_ALLOWED_HOSTS": "localhost",
+        },
     ) as started:
         yield started
 
