@@ -208,7 +208,7 @@ async def test_bad_input_gets_clear_errors_not_500(api: httpx.AsyncClient) -> No
     unknown = await api.get("/v1/no-such-thing", headers=auth)
     assert unknown.status_code == 404
     huge = await api.post(
-        "/v1/agents", content=b"x" * (11 * 1024 * 1024), headers={**auth, "content-type": "application/json"}
+        "/v1/agents", content=b"x" * (22 * 1024 * 1024), headers={**auth, "content-type": "application/json"}
     )
     assert huge.status_code == 413
     for resp in (malformed, unknown, huge):

@@ -66,3 +66,19 @@ def test_malformed_directives_are_rejected(text: str) -> None:
 def test_messages_must_be_a_non_empty_list() -> None:
     with pytest.raises(ScriptError):
         plan_reply([])
+
+
+def test_reply_cites_the_first_numbered_source_of_the_system_prompt() -> None:
+    system = (
+        "Answer from these sources and cite them as [n].\n"
+        "[1] handbook.md (part 2)\nThe office opens at 9.\n\n[2] faq.txt (part 1)\nNo."
+    )
+    reply = plan_reply(
+        [{"role": "system", "content": system}, {"role": "user", "content": "when do we open"}]
+    )
+    assert "".join(reply.tokens) == "You said: when do we open (source: [1] handbook.md)"
+
+
+def test_reply_without_sources_cites_nothing() -> None:
+    reply = plan_reply([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}])
+    assert "".join(reply.tokens) == "You said: hi"

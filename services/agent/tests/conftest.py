@@ -47,6 +47,8 @@ def make_settings(infra: LocalInfra, llm_base_url: str, **overrides: Any) -> Set
         # Peers are opted in per test: quotas (billing) and tools (plugin) are off by default here.
         "billing_service_addr": "",
         "plugin_service_addr": "",
+        "memory_grpc_addr": "",
+        "channel_worker_enabled": False,
     }
     return Settings(**(values | overrides))
 

@@ -18,6 +18,8 @@ the public API of the service under test:
 ==========================  =====================================================================
 
 Otherwise the reply is ``You said: <last user message>`` (directives removed), one token per word.
+When the system message lists numbered sources (lines ``[n] <name> (part p)``, as an agent with
+knowledge bases sends them), the reply cites the first: ``... (source: [1] <name>)``.
 Token counts are an approximation: words (whitespace-separated) of every message's content.
 """
 
@@ -153,7 +155,19 @@ def plan_reply(messages: list[dict[str, Any]]) -> Reply:
         text = " ".join(f"tok{i}" for i in range(script.tokens))
     else:
         text = f"You said: {script.text}"
+        cited = _first_source(messages)
+        if cited:
+            text += f" (source: {cited})"
     return Reply(tokens=word_tokens(text), **common)
+
+
+_SOURCE = re.compile(r"^(\[\d+\] .+?) \(part \d+\)$", re.MULTILINE)
+
+
+def _first_source(messages: list[dict[str, Any]]) -> str | None:
+    system = next((content_text(m.get("content")) for m in messages if m.get("role") == "system"), "")
+    match = _SOURCE.search(system)
+    return match.group(1) if match else None
 
 
 def _tool_name(messages: list[dict[str, Any]], result: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ SERVICES: dict[str, int] = {
     "web": 3000,
 }
 STANDIN_PORT = 8090
+MEMORY_GRPC_PORT = 50051
 
 
 @dataclass
@@ -149,8 +150,12 @@ def run_stack(
 ) -> Iterator[Stack]:
     """Start infrastructure + stand-in + services; stop them all on exit."""
     names = services or list(SERVICES)
+    default_ports = ports is None
     ports = {name: (ports or SERVICES)[name] for name in names}
+    grpc_port = MEMORY_GRPC_PORT if default_ports else free_port()
     busy = [f"{name} ({port})" for name, port in ports.items() if port_open("127.0.0.1", port)]
+    if "memory" in names and port_open("127.0.0.1", grpc_port):
+        busy.append(f"memory gRPC ({grpc_port})")
     if busy:
         raise InfraError(
             f"ports already in use: {', '.join(busy)} — stop what holds them or choose other ports"
@@ -194,6 +199,8 @@ def run_stack(
                 "KAFKA_SESSION_TIMEOUT_MS": "6000",
                 "PYTHONUNBUFFERED": "1",
                 **{f"{n.upper()}_SERVICE_ADDR": f"127.0.0.1:{p}" for n, p in ports.items()},
+                "MEMORY_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
+                "MILVUS_LITE_PATH": str(data_dir / "milvus.db"),
                 **(extra_env or {}),
             }
             _migrate([n for n in names if _has_migrations(n)], env)
@@ -201,7 +208,11 @@ def run_stack(
             for name in names:
                 procs[name] = _spawn(
                     [sys.executable, "-m", f"coca_{name}"],
-                    {**env, "HTTP_PORT": str(ports[name])},
+                    {
+                        **env,
+                        "HTTP_PORT": str(ports[name]),
+                        **({"GRPC_PORT": str(grpc_port)} if name == "memory" else {}),
+                    },
                     stack.log_path(name),
                 )
             for name in names:

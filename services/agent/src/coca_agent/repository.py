@@ -79,6 +79,14 @@ UPDATE runs SET status = $3, error = $4::jsonb, prompt_tokens = $5, completion_t
     finished_at = now()
 WHERE tenant_id = $1 AND id = $2 AND status = 'running' RETURNING id
 """
+_THREAD_CONVERSATION = """
+SELECT t.conversation_id FROM channel_threads t JOIN conversations c ON c.id = t.conversation_id
+WHERE t.tenant_id = $1 AND t.thread_key = $2 AND c.agent_id = $3
+"""
+_BIND_THREAD = """
+INSERT INTO channel_threads (tenant_id, thread_key, conversation_id) VALUES ($1, $2, $3)
+ON CONFLICT (tenant_id, thread_key) DO UPDATE SET conversation_id = EXCLUDED.conversation_id
+"""
 _MARK_USAGE_PUBLISHED = "UPDATE runs SET usage_published_at = now() WHERE tenant_id = $1 AND id = $2"
 # Ended runs whose usage record Kafka never acknowledged (the process died, or Kafka was down).
 _UNPUBLISHED_USAGE = """
@@ -227,3 +235,17 @@ class UsageRepository:
 
     async def unpublished(self, older_than: timedelta, limit: int) -> list[asyncpg.Record]:
         return list(await self._conn.fetch(_UNPUBLISHED_USAGE, older_than, limit))
+
+
+class ThreadRepository:
+    """Which conversation a chat channel's thread continues."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def conversation(self, tenant_id: UUID, thread_key: str, agent_id: UUID) -> UUID | None:
+        found: UUID | None = await self._conn.fetchval(_THREAD_CONVERSATION, tenant_id, thread_key, agent_id)
+        return found
+
+    async def bind(self, tenant_id: UUID, thread_key: str, conversation_id: UUID) -> None:
+        await self._conn.execute(_BIND_THREAD, tenant_id, thread_key, conversation_id)

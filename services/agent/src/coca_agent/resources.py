@@ -16,6 +16,7 @@ from coca_platform.kafka import KafkaProducer, open_producer
 from coca_agent.billing_client import BillingClient
 from coca_agent.events import EventPublisher
 from coca_agent.llm import LlmClient, LlmConfig
+from coca_agent.memory_client import MemoryClient
 from coca_agent.metering import Metering, sweep_unpublished_usage
 from coca_agent.plugin_tools import open_plugin_tools
 from coca_agent.registry import RunRegistry
@@ -101,12 +102,18 @@ async def open_resources(settings: Settings, tools: ToolInvoker | None = None) -
             else None
         )
         metering = Metering(billing, producer, settings.billing_reserve_tokens)
+        memory = (
+            await stack.enter_async_context(MemoryClient(settings.memory_grpc_addr, timeout_s=5))
+            if settings.memory_grpc_addr
+            else None
+        )
         executor = RunExecutor(
             pool,
             llm,
             tools or NoPluginTools(),
             metering,
-            RunLimits(settings.llm_model, settings.max_tool_steps),
+            RunLimits(settings.llm_model, settings.max_tool_steps, settings.retrieval_top_k),
+            memory,
         )
         stop_sweeper = asyncio.Event()
         sweeper = asyncio.create_task(

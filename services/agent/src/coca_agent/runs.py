@@ -18,11 +18,12 @@ from typing import Any
 
 from asyncpg.exceptions import PostgresError
 from coca_platform.db import Pool
-from coca_platform.errors import CocaError, Conflict, Unavailable
+from coca_platform.errors import CocaError, Conflict, NotFound, Unavailable
 from coca_platform.observability import tracer
 
 from coca_agent.events import EventsUnavailable, RunEvents, message_payload
 from coca_agent.llm import LlmClient
+from coca_agent.memory_client import MemoryClient, RetrievedChunk, format_context, sources_payload
 from coca_agent.metering import Metering
 from coca_agent.models import Message, NewMessage, Role, RunRequest, RunStatus, Usage
 from coca_agent.registry import RunOutcome
@@ -43,19 +44,27 @@ class TooManyToolSteps(CocaError):
 class RunLimits:
     default_model: str
     max_tool_steps: int
+    retrieval_top_k: int = 5
 
 
 @dataclass(slots=True)
 class _Progress:
     usage: Usage = field(default_factory=Usage)
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
 
 class RunExecutor:
     def __init__(
-        self, pool: Pool, llm: LlmClient, tools: ToolInvoker, metering: Metering, limits: RunLimits
+        self,
+        pool: Pool,
+        llm: LlmClient,
+        tools: ToolInvoker,
+        metering: Metering,
+        limits: RunLimits,
+        memory: MemoryClient | None = None,
     ) -> None:
         self._pool, self._llm, self._tools, self._limits = pool, llm, tools, limits
-        self._metering = metering
+        self._metering, self._memory = metering, memory
 
     async def execute(self, request: RunRequest, events: RunEvents) -> RunOutcome:
         run = request.run
@@ -91,7 +100,10 @@ class RunExecutor:
                 return RunOutcome(error=internal)
             await self._meter(request, progress.usage)
             try:  # committed: from here on the run has completed, whatever happens to its last events
-                await events.emit("message.completed", {"message": message_payload(message)})
+                completed: dict[str, Any] = {"message": message_payload(message)}
+                if progress.sources:
+                    completed["sources"] = progress.sources
+                await events.emit("message.completed", completed)
                 await events.emit("run.completed", {"usage": progress.usage.as_dict()})
                 await events.confirm()
             except EventsUnavailable as exc:  # the reply is durable in PostgreSQL
@@ -107,9 +119,12 @@ class RunExecutor:
     ) -> tuple[str, list[NewMessage]]:
         """Call the LLM (and tools) until it answers; returns the reply and the tool messages before it."""
         agent, tenant_id = request.agent, request.run.tenant_id
+        chunks = await self._retrieve(request)
+        progress.sources = sources_payload(chunks)
+        system_prompt = (agent.system_prompt or "") + format_context(chunks)
         messages: list[dict[str, Any]] = []
-        if agent.system_prompt:
-            messages.append({"role": "system", "content": agent.system_prompt})
+        if system_prompt:
+            messages.append({"role": "system", "content": system_prompt})
         messages += [m.to_openai() for m in request.history]
         messages.append(request.user_message.to_openai())
         tools = await self._tools.definitions(tenant_id, agent.tools) if agent.tools else []
@@ -151,6 +166,25 @@ class RunExecutor:
                 produced.append(answer)
                 messages.append(answer.to_openai())
         raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _retrieve(self, request: RunRequest) -> list[RetrievedChunk]:
+        """The knowledge-base chunks for the question (none when the agent has no knowledge bases). A
+        memory service that is down or a knowledge base that is gone degrades the answer, not the run."""
+        agent = request.agent
+        if self._memory is None or not agent.knowledge_base_ids:
+            return []
+        try:
+            return await self._memory.retrieve(
+                request.run.tenant_id,
+                request.user_message.content,
+                [str(kb) for kb in agent.knowledge_base_ids],
+                self._limits.retrieval_top_k,
+            )
+        except (Unavailable, NotFound) as exc:
+            log.warning(
+                "retrieval skipped", extra={"data": {"run_id": str(request.run.id), "error": exc.code}}
+            )
+            return []
 
     async def _meter(self, request: RunRequest, usage: Usage) -> None:
         """Publish the ended run's usage record. If Kafka does not acknowledge it, the run stays marked

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from coca_platform.settings import DatabaseSettings, KafkaSettings, PlatformSettings, RedisSettings
+from coca_platform.settings import (
+    AmqpSettings,
+    DatabaseSettings,
+    KafkaSettings,
+    PlatformSettings,
+    RedisSettings,
+)
 from pydantic import Field, SecretStr
 
 
-class Settings(PlatformSettings, DatabaseSettings, RedisSettings, KafkaSettings):
+class Settings(PlatformSettings, DatabaseSettings, RedisSettings, KafkaSettings, AmqpSettings):
     service_name: str = "agent"
     http_port: int = 8002
 
@@ -44,3 +50,12 @@ class Settings(PlatformSettings, DatabaseSettings, RedisSettings, KafkaSettings)
     # for runs that ended at least this long ago (seconds).
     usage_sweep_interval_s: float = Field(default=30.0, gt=0)
     usage_sweep_grace_s: float = Field(default=60.0, ge=0)
+    # Memory service gRPC address, for knowledge-base retrieval before the LLM call ("" turns it off).
+    memory_grpc_addr: str = "127.0.0.1:50051"
+    # Chunks retrieved per question from the agent's knowledge bases.
+    retrieval_top_k: int = Field(default=5, ge=1, le=50)
+    # Answer chat-channel messages (RabbitMQ channel.inbound.*) in this process.
+    channel_worker_enabled: bool = True
+    # Channel turns run at once per channel type, and the longest one may take (seconds).
+    channel_worker_prefetch: int = Field(default=8, ge=1)
+    channel_turn_timeout_s: float = Field(default=300.0, gt=0)

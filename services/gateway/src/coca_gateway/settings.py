@@ -23,9 +23,9 @@ class Settings(PlatformSettings, RedisSettings):
     plugin_service_addr: str = "http://127.0.0.1:8006"
     ws_gateway_service_addr: str = "http://127.0.0.1:8081"
 
-    # Largest request body (bytes) the gateway relays: GATEWAY_MAX_BODY_BYTES (10 MiB); 413 beyond.
+    # Largest request body (bytes) the gateway relays: GATEWAY_MAX_BODY_BYTES (21 MiB); 413 beyond.
     max_body_bytes: int = Field(
-        default=10 * 1024 * 1024,
+        default=21 * 1024 * 1024,  # above the memory service's 20 MiB document limit
         ge=1024,
         validation_alias=AliasChoices("gateway_max_body_bytes", "max_body_bytes"),
     )
