@@ -29,12 +29,18 @@ def stack() -> Iterator[Stack]:
         database=f"coca_e2e_{uuid.uuid4().hex[:12]}",
         fresh_database=True,
         drop_database_on_exit=True,
+        private_vhost=True,
         extra_env={
             "ENVIRONMENT": "test",
             "STANDIN_TOKEN_DELAY_MS": "2",
             "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{ports['gateway']}",
             "CORS_ORIGINS": f"http://127.0.0.1:{ports['web']}",
             "EGRESS_ALLOWED_HOSTS": "localhost",
+            # every test signs up its own users from this one address
+            "RATE_LIMIT_AUTH_IP_PER_MIN": "1000",
+            # replies to an unreachable webhook dead-letter quickly in the tests
+            "OUTBOUND_MAX_ATTEMPTS": "3",
+            "OUTBOUND_BACKOFF_S": "[0.2]",
         },
     ) as started:
         yield started

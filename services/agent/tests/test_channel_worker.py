@@ -7,14 +7,11 @@ messages are matched by id and others on the shared queues are left alone."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
@@ -69,29 +66,10 @@ def agent() -> FakeAgent:
     return FakeAgent(str(uuid.uuid4()))
 
 
-@pytest.fixture(scope="module")
-def amqp_url(infra: LocalInfra) -> Iterator[str]:
-    """``infra.amqp_url`` on a vhost of this module's own, when ``rabbitmqctl`` can make one."""
-    url, ctl = urlsplit(infra.amqp_url), shutil.which("rabbitmqctl")
-    if ctl is None or url.hostname not in ("127.0.0.1", "localhost"):
-        yield infra.amqp_url
-        return
-    vhost = f"coca-test-{uuid.uuid4().hex[:12]}"
-    made = _rabbitmqctl(ctl, "add_vhost", vhost)
-    try:
-        if made and _rabbitmqctl(
-            ctl, "set_permissions", "-p", vhost, url.username or "guest", ".*", ".*", ".*"
-        ):
-            yield url._replace(path=f"/{vhost}").geturl()
-        else:
-            yield infra.amqp_url
-    finally:
-        if made:
-            _rabbitmqctl(ctl, "delete_vhost", vhost)
-
-
-def _rabbitmqctl(ctl: str, *args: str) -> bool:
-    return subprocess.run([ctl, "-q", *args], capture_output=True, timeout=60, check=False).returncode == 0
+@pytest.fixture(scope="session")
+def amqp_url(infra: LocalInfra) -> str:
+    """The session's RabbitMQ (a vhost of its own: see ``coca_platform.testing``)."""
+    return infra.amqp_url
 
 
 @pytest.fixture

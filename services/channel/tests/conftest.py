@@ -2,10 +2,8 @@
 (the brief's exchanges and queues), a webhook receiver (aiohttp) and an SMTP server (aiosmtpd), both on
 free ports of 127.0.0.1, which the test egress policy allows (``EGRESS_ALLOWED_HOSTS=127.0.0.1``).
 
-RabbitMQ: the brief's exchange and queue names are global, so another process on the same broker
-(a dev stack, a benchmark, another suite) could take this suite's messages. Where ``rabbitmqctl`` can
-(a local broker, run as root), the session gets a vhost of its own, deleted afterwards; elsewhere the
-shared vhost of ``infra`` is used.
+RabbitMQ: ``infra`` gives the test session a vhost of its own (where ``rabbitmqctl`` can make one),
+so no other process on the same broker takes this suite's messages.
 
 Test settings shorten retries: replies get 3 attempts 0.1 s apart, notifications keep the brief's 4
 (1 + 3 retries) 0.1 s apart. The app runs per test module, so its consumers of ``channel.outbound``
@@ -15,15 +13,12 @@ and ``notification.*`` are gone when other suites run.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -113,27 +108,9 @@ def make_settings(infra: LocalInfra, amqp_url: str, **overrides: Any) -> Setting
 
 
 @pytest.fixture(scope="session")
-def amqp_url(infra: LocalInfra) -> Iterator[str]:
-    """``infra.amqp_url`` on a vhost of this session's own, when ``rabbitmqctl`` can make one."""
-    url, ctl = urlsplit(infra.amqp_url), shutil.which("rabbitmqctl")
-    if ctl is None or url.hostname not in ("127.0.0.1", "localhost"):
-        yield infra.amqp_url
-        return
-    vhost = f"coca-test-{uuid.uuid4().hex[:12]}"
-    user = url.username or "guest"
-    made = _rabbitmqctl(ctl, "add_vhost", vhost)
-    try:
-        if made and _rabbitmqctl(ctl, "set_permissions", "-p", vhost, user, ".*", ".*", ".*"):
-            yield url._replace(path=f"/{vhost}").geturl()
-        else:
-            yield infra.amqp_url  # no rights to make vhosts: share the broker's default one
-    finally:
-        if made:
-            _rabbitmqctl(ctl, "delete_vhost", vhost)
-
-
-def _rabbitmqctl(ctl: str, *args: str) -> bool:
-    return subprocess.run([ctl, "-q", *args], capture_output=True, timeout=60, check=False).returncode == 0
+def amqp_url(infra: LocalInfra) -> str:
+    """The session's RabbitMQ (a vhost of its own: see ``coca_platform.testing``)."""
+    return infra.amqp_url
 
 
 @pytest.fixture(scope="session")

@@ -144,6 +144,7 @@ def run_stack(
     database: str = "coca",
     fresh_database: bool = False,
     drop_database_on_exit: bool = False,
+    private_vhost: bool = False,
     llm_base_url: str | None = None,
     extra_env: dict[str, str] | None = None,
     services: list[str] | None = None,
@@ -166,6 +167,7 @@ def run_stack(
         database=database,
         fresh_database=fresh_database,
         drop_database_on_exit=drop_database_on_exit,
+        private_vhost=private_vhost,
     ) as infra:
         procs: dict[str, subprocess.Popen[bytes]] = {}
         try:

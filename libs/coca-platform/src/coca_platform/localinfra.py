@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +163,28 @@ async def _drop_database(admin_url: str, name: str) -> None:
         await conn.close()
 
 
+def _rabbitmqctl(*args: str) -> bool:
+    ctl = shutil.which("rabbitmqctl")
+    return ctl is not None and _run_quiet([ctl, "-q", *args], timeout=60)
+
+
+def _create_vhost(amqp_url: str) -> str | None:
+    """A RabbitMQ vhost of its own (exchange and queue names are global per vhost: another stack or
+    test run on the same broker would otherwise take this one's messages). Needs a local broker and
+    the rights to run ``rabbitmqctl``; without them the shared vhost is used (None)."""
+    url = urlsplit(amqp_url)
+    if url.hostname not in ("127.0.0.1", "localhost"):
+        return None
+    vhost = f"coca-{uuid.uuid4().hex[:12]}"
+    if not _rabbitmqctl("add_vhost", vhost):
+        log.warning("no private RabbitMQ vhost (rabbitmqctl failed); sharing the default one")
+        return None
+    if not _rabbitmqctl("set_permissions", "-p", vhost, url.username or "guest", ".*", ".*", ".*"):
+        _rabbitmqctl("delete_vhost", vhost)
+        return None
+    return vhost
+
+
 def _with_path(url: str, path: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, "/" + path, parts.query, parts.fragment))
@@ -198,6 +221,7 @@ class LocalInfra:
         database: str = "coca",
         fresh_database: bool = False,
         drop_database_on_exit: bool = False,
+        private_vhost: bool = False,
         admin_url: str | None = None,
         redis_url: str | None = None,
         amqp_url: str | None = None,
@@ -213,6 +237,9 @@ class LocalInfra:
         ensure_redis(redis_url)
         ensure_rabbitmq(amqp_url)
         asyncio.run(_create_database(admin_url, database, drop_first=fresh_database))
+        vhost = _create_vhost(amqp_url) if private_vhost else None
+        if vhost is not None:
+            amqp_url = urlunsplit(urlsplit(amqp_url)._replace(path=f"/{vhost}"))
         infra = cls(
             _with_path(admin_url, database),
             redis_url,
@@ -230,6 +257,8 @@ class LocalInfra:
             yield infra
         finally:
             infra._stop()
+            if vhost is not None:
+                _rabbitmqctl("delete_vhost", vhost)
             if drop_database_on_exit:
                 with contextlib.suppress(Exception):
                     asyncio.run(_drop_database(admin_url, database))

@@ -43,6 +43,9 @@ _SET_BY_GATEWAY = frozenset(
 )
 _DROP_REQUEST = HOP_BY_HOP | _SET_BY_GATEWAY
 _DROP_RESPONSE = HOP_BY_HOP | {b"server", b"date", b"x-request-id"}
+# Identity headers are the gateway's to set: any a client sends is dropped. (Other X-Coca-* request
+# headers are public, e.g. the webhook channels' X-Coca-Timestamp / X-Coca-Signature.)
+_IDENTITY_PREFIX = b"x-coca-identity"
 _INTERNAL_PREFIX = b"x-coca-"
 _CORS_PREFIX = b"access-control-"
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
@@ -100,7 +103,7 @@ def outbound_headers(scope: Scope, *, trusted_hops: int, keep_authorization: boo
     forwarded_for = ""
     host = ""
     for name, value in raw:
-        if name in _DROP_REQUEST or name in connection_tokens or name.startswith(_INTERNAL_PREFIX):
+        if name in _DROP_REQUEST or name in connection_tokens or name.startswith(_IDENTITY_PREFIX):
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")
             elif name == b"x-forwarded-for" and trusted_hops > 0:

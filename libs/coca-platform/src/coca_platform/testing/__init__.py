@@ -55,6 +55,7 @@ def infra() -> Iterator[LocalInfra]:
             database=f"coca_test_{uuid.uuid4().hex[:12]}",
             fresh_database=True,
             drop_database_on_exit=True,
+            private_vhost="amqp_url" not in overrides,
             **overrides,
         ) as started:
             yield started
