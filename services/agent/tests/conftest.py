@@ -19,13 +19,19 @@ import asyncpg
 import httpx
 import orjson
 import pytest
-import uvicorn
 from coca_agent.app import create_app
 from coca_agent.settings import Settings
 from coca_llm_standin import run_standin
 from coca_platform.identity import Identity
 from coca_platform.localinfra import LocalInfra
-from coca_platform.testing import asgi_client, create_topic, migrate_for_tests, signed_headers
+from coca_platform.testing import (
+    asgi_client,
+    create_topic,
+    migrate_for_tests,
+    schema_connection,
+    serve_asgi,
+    signed_headers,
+)
 from confluent_kafka import Consumer
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -85,36 +91,15 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-class _InProcessServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:  # leave pytest's signal handlers alone
-        yield
-
-
 @contextlib.asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The app under uvicorn on a free port (real streaming and disconnects), with a client for it.
     Shutting down gives open streams 1 s, then cancels them (and the runs)."""
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=0,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=1,
-    )
-    instance = _InProcessServer(config)
-    task = asyncio.create_task(instance.serve())
-    while not instance.started:
-        assert not task.done(), "the agent service did not start"
-        await asyncio.sleep(0.02)
-    port = instance.servers[0].sockets[0].getsockname()[1]
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            yield http
-    finally:
-        instance.should_exit = True
-        await asyncio.wait_for(task, 30)
+    async with (
+        serve_asgi(create_app(settings), timeout_graceful_shutdown=1) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=30) as http,
+    ):
+        yield http
 
 
 @pytest.fixture(scope="session")
@@ -131,11 +116,8 @@ async def server(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="session")
 async def db(prepared: LocalInfra) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection, to look at the rows the service wrote."""
-    conn = await asyncpg.connect(prepared.database_url, server_settings={"search_path": "coca_agent"})
-    try:
+    async with schema_connection(prepared.database_url, "coca_agent") as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 @dataclass

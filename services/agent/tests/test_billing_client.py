@@ -4,16 +4,14 @@ PostgreSQL and Kafka): reserve, quota refusal, release, and a usage envelope met
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 from coca_agent.billing_client import USAGE_TOPIC, BillingClient, usage_event_id
 from coca_billing.app import create_app as create_billing_app
 from coca_billing.settings import Settings as BillingSettings
@@ -21,17 +19,17 @@ from coca_platform import kafka
 from coca_platform.errors import PaymentRequired, Unauthenticated, Unavailable
 from coca_platform.identity import Identity
 from coca_platform.localinfra import LocalInfra, free_port
-from coca_platform.testing import create_topic, migrate_for_tests, signed_headers
+from coca_platform.testing import (
+    create_topic,
+    migrate_for_tests,
+    schema_connection,
+    serve_asgi,
+    signed_headers,
+)
 from pydantic import SecretStr
 
 SECRET = "billing-client-tests-secret"
 MODEL = "qwen2.5-1.5b-instruct"
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:  # leave pytest's signal handlers alone
-        yield
 
 
 @dataclass(frozen=True)
@@ -77,22 +75,11 @@ async def billing(infra: LocalInfra) -> AsyncIterator[Billing]:
         usage_consumer_group=f"billing-client-tests-{uuid.uuid4().hex[:8]}",
         db_pool_max=4,
     )
-    config = uvicorn.Config(
-        create_billing_app(settings), host="127.0.0.1", port=0, log_config=None, access_log=False
-    )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "the billing service did not start"
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    db = await asyncpg.connect(infra.database_url, server_settings={"search_path": "coca_billing"})
-    try:
-        yield Billing(f"127.0.0.1:{port}", db)
-    finally:
-        await db.close()
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
+    async with (
+        serve_asgi(create_billing_app(settings)) as url,
+        schema_connection(infra.database_url, "coca_billing") as db,
+    ):
+        yield Billing(url.removeprefix("http://"), db)
 
 
 @pytest.fixture

@@ -3,33 +3,24 @@ RabbitMQ) and a real tool endpoint: definitions for the LLM, invocations, and fa
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-import uvicorn
 from aiohttp import web
 from coca_agent.models import ToolCall
 from coca_agent.plugin_tools import PluginTools, open_plugin_tools
 from coca_platform.errors import Unauthenticated, Unavailable
 from coca_platform.identity import Identity
 from coca_platform.localinfra import LocalInfra
-from coca_platform.testing import free_port, migrate_for_tests, serve_aiohttp, signed_headers
+from coca_platform.testing import free_port, migrate_for_tests, serve_aiohttp, serve_asgi, signed_headers
 from coca_plugin.app import create_app
 from coca_plugin.settings import Settings as PluginSettings
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-
-
-class _InProcessServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:  # leave pytest's signal handlers alone
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +35,8 @@ async def plugin_service(infra: LocalInfra) -> AsyncIterator[tuple[str, PluginSe
         tool_timeout_s=1,
         db_pool_max=2,
     )
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_config=None, access_log=False)
-    server = _InProcessServer(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "the plugin service did not start"
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"127.0.0.1:{port}", settings
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
+    async with serve_asgi(create_app(settings)) as url:
+        yield url.removeprefix("http://"), settings
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from coca_platform.envelope import Envelope
 from coca_platform.identity import Identity
 from coca_platform.kafka import Handler, Record
 from coca_platform.localinfra import LocalInfra
-from coca_platform.testing import asgi_client, migrate_for_tests, signed_headers
+from coca_platform.testing import asgi_client, migrate_for_tests, schema_connection, signed_headers
 
 MODEL = "qwen2.5-1.5b-instruct"
 _offsets = itertools.count()
@@ -62,11 +62,8 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="session")
 async def db(migrated: LocalInfra) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection, to look at the rows the service wrote."""
-    conn = await asyncpg.connect(migrated.database_url, server_settings={"search_path": "coca_billing"})
-    try:
+    async with schema_connection(migrated.database_url, "coca_billing") as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,14 @@ from coca_platform import amqp
 from coca_platform.envelope import Envelope
 from coca_platform.identity import Identity
 from coca_platform.localinfra import LocalInfra
-from coca_platform.testing import asgi_client, free_port, migrate_for_tests, serve_aiohttp, signed_headers
+from coca_platform.testing import (
+    asgi_client,
+    free_port,
+    migrate_for_tests,
+    schema_connection,
+    serve_aiohttp,
+    signed_headers,
+)
 
 OUTBOUND_MAX_ATTEMPTS = 3
 NOTIFICATION_ATTEMPTS = 4  # the brief: exactly 3 retries, then the dead-letter queue
@@ -154,11 +161,8 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="session")
 async def db(migrated: LocalInfra) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection, to look at the rows the service wrote."""
-    conn = await asyncpg.connect(migrated.database_url, server_settings={"search_path": "coca_channel"})
-    try:
+    async with schema_connection(migrated.database_url, "coca_channel") as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")

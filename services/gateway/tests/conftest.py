@@ -6,7 +6,6 @@ WebSocket frames)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -16,12 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from aiohttp import WSMsgType, web
 from coca_gateway.app import create_app
 from coca_gateway.settings import Settings
 from coca_platform.identity import IDENTITY_HEADER, SIGNATURE_HEADER, Identity, verify
-from coca_platform.testing import FakeUserService, TokenIssuer, free_port
+from coca_platform.testing import FakeUserService, TokenIssuer, free_port, serve_asgi
 
 SECRET = "gateway-test-secret"
 
@@ -165,30 +163,14 @@ def start_gateway(infra: Any, user_peer: Peer, agent_peer: Peer) -> GatewayFacto
             "rate_limit_auth_ip_per_min": 100_000,
         }
         settings = Settings(**(values | overrides))
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        config = uvicorn.Config(
+        async with serve_asgi(
             create_app(settings),
-            log_config=None,
-            access_log=False,
             http="httptools",
             ws="websockets-sansio",
             timeout_graceful_shutdown=2,
-            lifespan="on",
             proxy_headers=False,
-        )
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        try:
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-        finally:
-            server.should_exit = True
-            await task
-            sock.close()
+        ) as base_url:
+            yield base_url
 
     return start
 

@@ -23,7 +23,7 @@ from coca_memory.app import create_app
 from coca_memory.settings import Settings
 from coca_platform.identity import Identity
 from coca_platform.localinfra import LocalInfra
-from coca_platform.testing import asgi_client, free_port, migrate_for_tests, signed_headers
+from coca_platform.testing import asgi_client, free_port, migrate_for_tests, schema_connection, signed_headers
 
 MAX_DOCUMENT_BYTES = 256 * 1024
 
@@ -84,11 +84,8 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="session")
 async def db(migrated: LocalInfra) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection, to look at (and set up) rows the service wrote."""
-    conn = await asyncpg.connect(migrated.database_url, server_settings={"search_path": "coca_memory"})
-    try:
+    async with schema_connection(migrated.database_url, "coca_memory") as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 @dataclass

@@ -19,7 +19,13 @@ import pytest
 from aiohttp import web
 from coca_platform.identity import Identity
 from coca_platform.localinfra import LocalInfra
-from coca_platform.testing import asgi_client, migrate_for_tests, serve_aiohttp, signed_headers
+from coca_platform.testing import (
+    asgi_client,
+    migrate_for_tests,
+    schema_connection,
+    serve_aiohttp,
+    signed_headers,
+)
 from coca_plugin.app import create_app
 from coca_plugin.settings import Settings
 
@@ -67,11 +73,8 @@ async def default_client(migrated: LocalInfra) -> AsyncIterator[httpx.AsyncClien
 
 @pytest.fixture(scope="session")
 async def db(migrated: LocalInfra) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(migrated.database_url, server_settings={"search_path": "coca_plugin"})
-    try:
+    async with schema_connection(migrated.database_url, "coca_plugin") as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 @dataclass

@@ -52,6 +52,9 @@ async def test_an_update_through_one_instance_invalidates_another_instances_cach
 ) -> None:
     plugin = await register({"forecast": "/echo"})
     ident = f"{plugin['name']}__forecast"
+    # The registration's own announcement must reach the replica before it caches the tool: arriving
+    # later, it would (rightly) drop that cache entry and hide whether the cache is real.
+    await asyncio.sleep(1.0)
     assert await _description(replica, system_headers, tenant, ident) == "The forecast tool."
     # Behind the service's back: the replica keeps serving its cached copy.
     tools = orjson.loads(await db.fetchval("SELECT tools FROM plugins WHERE id = $1", plugin["id"]))

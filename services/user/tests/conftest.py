@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from coca_platform.identity import Identity
 from coca_platform.localinfra import LocalInfra
-from coca_platform.testing import asgi_client, migrate_for_tests, signed_headers
+from coca_platform.testing import asgi_client, migrate_for_tests, schema_connection, signed_headers
 from coca_user.app import create_app
 from coca_user.settings import Settings
 
@@ -56,11 +56,8 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="session")
 async def db(migrated: LocalInfra) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection, to look at (and age) rows the API wrote."""
-    conn = await asyncpg.connect(migrated.database_url, server_settings={"search_path": "coca_user"})
-    try:
+    async with schema_connection(migrated.database_url, "coca_user") as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")

@@ -16,13 +16,12 @@ from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 from coca_platform import kafka
 from coca_platform.cache import open_redis
 from coca_platform.envelope import new_envelope
 from coca_platform.eventlog import EventLog
 from coca_platform.localinfra import LocalInfra
-from coca_platform.testing import FakeUserService, TokenIssuer, create_topic, free_port
+from coca_platform.testing import FakeUserService, TokenIssuer, create_topic, serve_asgi
 from coca_ws_gateway.app import create_app
 from coca_ws_gateway.settings import Settings
 from websockets.asyncio.client import ClientConnection, connect
@@ -59,10 +58,8 @@ class Gateway:
 async def gateway(infra: LocalInfra, user_service: FakeUserService) -> AsyncIterator[Gateway]:
     topic = f"agent.events.t-{uuid.uuid4().hex[:12]}"
     await create_topic(infra.kafka_bootstrap, topic, partitions=4)
-    port = free_port()
     settings = Settings(
         environment="test",
-        http_port=port,
         redis_url=infra.redis_url,
         kafka_bootstrap=infra.kafka_bootstrap,
         user_service_addr=user_service.url,
@@ -73,24 +70,11 @@ async def gateway(infra: LocalInfra, user_service: FakeUserService) -> AsyncIter
         ws_max_message_bytes=4096,
         ws_max_subscriptions=5,
     )
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        ws="websockets-sansio",
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(30):
-        while not server.started:
-            assert not task.done(), "ws_gateway did not start"
-            await asyncio.sleep(0.05)
-    yield Gateway(settings, port, f"ws://127.0.0.1:{port}/ws", f"http://127.0.0.1:{port}")
-    server.should_exit = True
-    await task
+    async with serve_asgi(
+        create_app(settings), ws="websockets-sansio", timeout_graceful_shutdown=5
+    ) as http_url:
+        port = int(http_url.rsplit(":", 1)[1])
+        yield Gateway(settings, port, f"ws://127.0.0.1:{port}/ws", http_url)
 
 
 @dataclass

@@ -14,6 +14,7 @@ import hmac
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Annotated
+from uuid import UUID
 
 import orjson
 from fastapi import Depends, Request
@@ -37,6 +38,13 @@ class Identity:
     def require_role(self, *roles: str) -> None:
         if self.role not in roles:
             raise PermissionDenied(f"this action needs role {' or '.join(roles)}")
+
+    def tenant_uuid(self) -> UUID:
+        """The tenant the caller acts for; 403 for an identity with none (a service principal)."""
+        try:
+            return UUID(self.tenant_id)
+        except ValueError:
+            raise PermissionDenied("the caller acts for no tenant") from None
 
 
 def sign(identity: Identity, secret: bytes, now: float | None = None) -> tuple[bytes, bytes]:

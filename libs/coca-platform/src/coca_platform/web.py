@@ -285,6 +285,12 @@ def create_app(
     return app
 
 
+def state_resources(request: Request) -> Any:
+    """FastAPI dependency: the resources the service's lifespan yielded as ``resources``; a service
+    declares ``ResourcesDep = Annotated[Resources, Depends(web.state_resources)]``."""
+    return request.state.resources
+
+
 def _as_cm(fn: Callable[[FastAPI], AsyncIterator[Mapping[str, Any]]]) -> Lifespan:
     from contextlib import asynccontextmanager
 

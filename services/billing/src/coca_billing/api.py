@@ -8,9 +8,10 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 from uuid import UUID
 
-from coca_platform.errors import InvalidArgument, PermissionDenied
-from coca_platform.identity import Identity, IdentityDep
-from fastapi import APIRouter, Depends, Query, Request
+from coca_platform import web
+from coca_platform.errors import InvalidArgument
+from coca_platform.identity import IdentityDep
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field, StringConstraints
 
 from coca_billing.models import Balance, Grant, GroupBy, Period, Reservation, UsageGroup, UsageReport
@@ -23,19 +24,7 @@ RunId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, ma
 PlanId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
 
-def _resources(request: Request) -> Resources:
-    res: Resources = request.state.resources
-    return res
-
-
-ResourcesDep = Annotated[Resources, Depends(_resources)]
-
-
-def _tenant(identity: Identity) -> UUID:
-    try:
-        return UUID(identity.tenant_id)
-    except ValueError:
-        raise PermissionDenied("this endpoint needs a tenant's identity") from None
+ResourcesDep = Annotated[Resources, Depends(web.state_resources)]
 
 
 def _bound(value: str | None, name: str, *, is_end: bool) -> datetime | None:
@@ -179,7 +168,7 @@ async def usage(
     group_by: Annotated[GroupBy, Query()] = GroupBy.DAY,
 ) -> UsageOut:
     """The tenant's usage in ``[from, to)``; by default from the start of this month until now."""
-    tenant_id = _tenant(identity)
+    tenant_id = identity.tenant_uuid()
     now = datetime.now(UTC)
     start = _bound(from_, "from", is_end=False) or Period.of(now).start
     end = _bound(to, "to", is_end=True) or now
@@ -188,7 +177,7 @@ async def usage(
 
 @router.get("/v1/billing/balance", response_model=BalanceOut)
 async def balance(identity: IdentityDep, res: ResourcesDep) -> BalanceOut:
-    return BalanceOut.of(await res.quota.balance(_tenant(identity)))
+    return BalanceOut.of(await res.quota.balance(identity.tenant_uuid()))
 
 
 @router.post("/internal/v1/quota:reserve", status_code=201, response_model=ReservationOut)

@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from coca_platform.errors import InvalidArgument, NotFound, PayloadTooLarge, Unauthenticated
+from coca_platform import web
+from coca_platform.errors import InvalidArgument, NotFound, PayloadTooLarge
 from coca_platform.identity import Identity, IdentityDep
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
@@ -19,19 +20,7 @@ from coca_channel.signatures import SIGNATURE_HEADER, TIMESTAMP_HEADER
 router = APIRouter()
 
 
-def _resources(request: Request) -> Resources:
-    res: Resources = request.state.resources
-    return res
-
-
-ResourcesDep = Annotated[Resources, Depends(_resources)]
-
-
-def _tenant(identity: Identity) -> UUID:
-    try:
-        return UUID(identity.tenant_id)
-    except ValueError as exc:
-        raise Unauthenticated("malformed internal identity") from exc
+ResourcesDep = Annotated[Resources, Depends(web.state_resources)]
 
 
 def _user(identity: Identity) -> UUID | None:
@@ -108,7 +97,7 @@ class NotificationAccepted(BaseModel):
 async def create_channel(body: ChannelCreate, identity: IdentityDep, res: ResourcesDep) -> ChannelCreated:
     async with res.channels() as channels:
         channel, secret = await channels.create(
-            _tenant(identity), _user(identity), body.type, body.agent_id, body.config
+            identity.tenant_uuid(), _user(identity), body.type, body.agent_id, body.config
         )
     public = ChannelPublic.of(channel, res.settings.public_base_url)
     return ChannelCreated(**public.model_dump(), signing_secret=secret)
@@ -119,21 +108,21 @@ async def list_channels(
     identity: IdentityDep, res: ResourcesDep, limit: Annotated[int, Query(ge=1, le=200)] = 100
 ) -> ChannelList:
     async with res.channels() as channels:
-        found = await channels.list(_tenant(identity), limit)
+        found = await channels.list(identity.tenant_uuid(), limit)
     return ChannelList(items=[ChannelPublic.of(c, res.settings.public_base_url) for c in found])
 
 
 @router.get("/v1/channels/{channel_id}")
 async def get_channel(channel_id: str, identity: IdentityDep, res: ResourcesDep) -> ChannelPublic:
     async with res.channels() as channels:
-        channel = await channels.get(_tenant(identity), _id(channel_id))
+        channel = await channels.get(identity.tenant_uuid(), _id(channel_id))
     return ChannelPublic.of(channel, res.settings.public_base_url)
 
 
 @router.delete("/v1/channels/{channel_id}", status_code=204)
 async def delete_channel(channel_id: str, identity: IdentityDep, res: ResourcesDep) -> Response:
     async with res.channels() as channels:
-        await channels.delete(_tenant(identity), _id(channel_id))
+        await channels.delete(identity.tenant_uuid(), _id(channel_id))
     return Response(status_code=204)
 
 

@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from coca_platform.errors import NotFound, PayloadTooLarge, PermissionDenied
-from coca_platform.identity import Identity, IdentityDep
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from coca_platform import web
+from coca_platform.errors import NotFound, PayloadTooLarge
+from coca_platform.identity import IdentityDep
+from fastapi import APIRouter, Depends, File, Query, UploadFile
 from pydantic import BaseModel, Field, StringConstraints
 
 from coca_memory.models import Document, KnowledgeBase, SearchHit
@@ -21,19 +22,7 @@ Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length
 Limit = Annotated[int, Query(ge=1, le=500)]
 
 
-def _resources(request: Request) -> Resources:
-    res: Resources = request.state.resources
-    return res
-
-
-ResourcesDep = Annotated[Resources, Depends(_resources)]
-
-
-def _tenant(identity: Identity) -> UUID:
-    try:
-        return UUID(identity.tenant_id)
-    except ValueError as exc:
-        raise PermissionDenied("this caller belongs to no tenant") from exc
+ResourcesDep = Annotated[Resources, Depends(web.state_resources)]
 
 
 def _id(value: str, what: str) -> UUID:
@@ -131,7 +120,7 @@ async def create_knowledge_base(
 ) -> KnowledgeBasePublic:
     async with res.knowledge() as knowledge:
         return KnowledgeBasePublic.of(
-            await knowledge.create_kb(_tenant(identity), body.name, body.description)
+            await knowledge.create_kb(identity.tenant_uuid(), body.name, body.description)
         )
 
 
@@ -140,14 +129,16 @@ async def list_knowledge_bases(
     identity: IdentityDep, res: ResourcesDep, limit: Limit = 100
 ) -> KnowledgeBasesPage:
     async with res.knowledge() as knowledge:
-        found = await knowledge.list_kbs(_tenant(identity), limit)
+        found = await knowledge.list_kbs(identity.tenant_uuid(), limit)
     return KnowledgeBasesPage(items=[KnowledgeBasePublic.of(kb) for kb in found])
 
 
 @router.get("/v1/knowledge-bases/{kb_id}")
 async def get_knowledge_base(kb_id: str, identity: IdentityDep, res: ResourcesDep) -> KnowledgeBasePublic:
     async with res.knowledge() as knowledge:
-        return KnowledgeBasePublic.of(await knowledge.get_kb(_tenant(identity), _id(kb_id, "knowledge base")))
+        return KnowledgeBasePublic.of(
+            await knowledge.get_kb(identity.tenant_uuid(), _id(kb_id, "knowledge base"))
+        )
 
 
 @router.post("/v1/knowledge-bases/{kb_id}/documents", status_code=202)
@@ -155,7 +146,7 @@ async def upload_document(
     kb_id: str, identity: IdentityDep, res: ResourcesDep, file: Annotated[UploadFile, File()]
 ) -> DocumentPublic:
     """Accept a document (multipart field ``file``) for indexing: 202 with status ``queued``."""
-    tenant, kb = _tenant(identity), _id(kb_id, "knowledge base")
+    tenant, kb = identity.tenant_uuid(), _id(kb_id, "knowledge base")
     limit = res.settings.max_document_bytes
     if file.size is not None and file.size > limit:
         raise PayloadTooLarge(f"the document exceeds {limit} bytes")
@@ -169,7 +160,7 @@ async def list_documents(
     kb_id: str, identity: IdentityDep, res: ResourcesDep, limit: Limit = 100
 ) -> DocumentsPage:
     async with res.knowledge() as knowledge:
-        found = await knowledge.list_documents(_tenant(identity), _id(kb_id, "knowledge base"), limit)
+        found = await knowledge.list_documents(identity.tenant_uuid(), _id(kb_id, "knowledge base"), limit)
     return DocumentsPage(items=[DocumentPublic.of(doc) for doc in found])
 
 
@@ -177,7 +168,7 @@ async def list_documents(
 async def get_document(kb_id: str, doc_id: str, identity: IdentityDep, res: ResourcesDep) -> DocumentPublic:
     async with res.knowledge() as knowledge:
         doc = await knowledge.get_document(
-            _tenant(identity), _id(kb_id, "knowledge base"), _id(doc_id, "document")
+            identity.tenant_uuid(), _id(kb_id, "knowledge base"), _id(doc_id, "document")
         )
     return DocumentPublic.of(doc)
 
@@ -186,6 +177,6 @@ async def get_document(kb_id: str, doc_id: str, identity: IdentityDep, res: Reso
 async def search(kb_id: str, body: SearchRequest, identity: IdentityDep, res: ResourcesDep) -> SearchResults:
     async with res.retrieval() as retrieval:
         hits = await retrieval.search(
-            _tenant(identity), [_id(kb_id, "knowledge base")], body.query, body.top_k
+            identity.tenant_uuid(), [_id(kb_id, "knowledge base")], body.query, body.top_k
         )
     return SearchResults(items=[SearchItem.of(h) for h in hits])

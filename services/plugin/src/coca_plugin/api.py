@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from coca_platform.errors import PermissionDenied
-from coca_platform.identity import Identity, IdentityDep
-from fastapi import APIRouter, Depends, Query, Request, Response
+from coca_platform import web
+from coca_platform.identity import IdentityDep
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from coca_plugin.models import PLUGIN_NAME, TOOL_NAME, Plugin, PluginChanges, PluginDraft, ToolSpec, tool_id
@@ -27,19 +27,7 @@ PluginDescription = Annotated[str, StringConstraints(strip_whitespace=True, max_
 Secret = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[\x21-\x7e]+$")]
 
 
-def _resources(request: Request) -> Resources:
-    res: Resources = request.state.resources
-    return res
-
-
-ResourcesDep = Annotated[Resources, Depends(_resources)]
-
-
-def tenant_of(identity: Identity) -> UUID:
-    try:
-        return UUID(identity.tenant_id)
-    except ValueError:
-        raise PermissionDenied("the caller acts for no tenant") from None
+ResourcesDep = Annotated[Resources, Depends(web.state_resources)]
 
 
 class ToolIn(BaseModel):
@@ -134,7 +122,7 @@ class InvokeOut(BaseModel):
 async def register_plugin(body: PluginCreate, identity: IdentityDep, res: ResourcesDep) -> PluginOut:
     identity.require_role(*MANAGERS)
     draft = PluginDraft(body.name, body.description, tuple(t.spec() for t in body.tools), body.secret)
-    return PluginOut.of(await res.registry.register(tenant_of(identity), identity.user_id, draft))
+    return PluginOut.of(await res.registry.register(identity.tenant_uuid(), identity.user_id, draft))
 
 
 @router.get("/v1/plugins")
@@ -144,14 +132,14 @@ async def list_plugins(
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
     after: Annotated[str, Query(max_length=64)] = "",
 ) -> PluginPage:
-    plugins = await res.registry.page(tenant_of(identity), after=after, limit=limit)
+    plugins = await res.registry.page(identity.tenant_uuid(), after=after, limit=limit)
     next_after = plugins[-1].name if len(plugins) == limit else None
     return PluginPage(items=[PluginOut.of(p) for p in plugins], next_after=next_after)
 
 
 @router.get("/v1/plugins/{plugin_id}")
 async def get_plugin(plugin_id: UUID, identity: IdentityDep, res: ResourcesDep) -> PluginOut:
-    return PluginOut.of(await res.registry.get(tenant_of(identity), plugin_id))
+    return PluginOut.of(await res.registry.get(identity.tenant_uuid(), plugin_id))
 
 
 @router.patch("/v1/plugins/{plugin_id}")
@@ -165,13 +153,13 @@ async def update_plugin(
         secret=body.secret,
         clear_secret="secret" in body.model_fields_set and body.secret is None,
     )
-    return PluginOut.of(await res.registry.update(tenant_of(identity), plugin_id, changes))
+    return PluginOut.of(await res.registry.update(identity.tenant_uuid(), plugin_id, changes))
 
 
 @router.delete("/v1/plugins/{plugin_id}", status_code=204)
 async def delete_plugin(plugin_id: UUID, identity: IdentityDep, res: ResourcesDep) -> Response:
     identity.require_role(*MANAGERS)
-    await res.registry.delete(tenant_of(identity), plugin_id)
+    await res.registry.delete(identity.tenant_uuid(), plugin_id)
     return Response(status_code=204)
 
 
@@ -180,7 +168,7 @@ async def invoke_tool(
     plugin_id: UUID, tool_name: str, body: InvokeRequest, identity: IdentityDep, res: ResourcesDep
 ) -> InvokeOut:
     identity.require_role(*MANAGERS)
-    plugin = await res.registry.get(tenant_of(identity), plugin_id)
+    plugin = await res.registry.get(identity.tenant_uuid(), plugin_id)
     answer = await res.tools.invoke(plugin, tool_name, body.arguments)
     return InvokeOut(
         tool_id=tool_id(plugin.name, tool_name),

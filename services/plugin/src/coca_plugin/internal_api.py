@@ -7,8 +7,9 @@ from typing import Annotated
 from uuid import UUID
 
 import orjson
+from coca_platform import web
 from coca_platform.identity import IdentityDep
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
 
 from coca_plugin.resources import Resources
@@ -18,12 +19,7 @@ router = APIRouter()
 ToolIds = Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(max_length=128)]
 
 
-def _resources(request: Request) -> Resources:
-    res: Resources = request.state.resources
-    return res
-
-
-ResourcesDep = Annotated[Resources, Depends(_resources)]
+ResourcesDep = Annotated[Resources, Depends(web.state_resources)]
 
 
 class ResolveRequest(BaseModel):

@@ -8,6 +8,7 @@ from typing import Annotated
 from uuid import UUID
 
 import orjson
+from coca_platform import web
 from coca_platform.errors import PermissionDenied
 from coca_platform.identity import Identity, IdentityDep
 from fastapi import APIRouter, Depends, Request, Response
@@ -30,12 +31,7 @@ TenantName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=
 DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 
 
-def _resources(request: Request) -> Resources:
-    res: Resources = request.state.resources
-    return res
-
-
-ResourcesDep = Annotated[Resources, Depends(_resources)]
+ResourcesDep = Annotated[Resources, Depends(web.state_resources)]
 
 
 class RegisterRequest(BaseModel):

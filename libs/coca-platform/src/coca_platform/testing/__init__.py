@@ -5,8 +5,8 @@ Fixtures: ``infra`` (session; PostgreSQL database fresh for the session, Redis, 
 broker and an S3 server — started by :mod:`coca_platform.localinfra` unless ``COCA_TEST_*`` variables
 point at running ones), ``unique`` (unique names, so tests share no state and need no cleanup).
 
-Helpers: :func:`free_port`, :func:`migrate_for_tests`, :func:`asgi_client`, :func:`signed_headers`,
-:func:`create_topic`.
+Helpers: :func:`free_port`, :func:`migrate_for_tests`, :func:`schema_connection`, :func:`asgi_client`,
+:func:`serve_asgi`, :func:`signed_headers`, :func:`create_topic`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ __all__ = [
     "create_topic",
     "free_port",
     "migrate_for_tests",
+    "schema_connection",
     "serve_aiohttp",
+    "serve_asgi",
     "signed_headers",
 ]
 
@@ -78,6 +80,18 @@ async def migrate_for_tests(database_url: str, *, schema: str, package: str) -> 
 
 
 @asynccontextmanager
+async def schema_connection(database_url: str, schema: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection with ``schema`` on its search path, to look at (and set up) a service's rows."""
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url, server_settings={"search_path": schema})
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
 async def asgi_client(app: Any, base_url: str = "http://test") -> AsyncIterator[Any]:
     """Run ``app``'s lifespan and yield an httpx client talking to it in-process."""
     import httpx
@@ -104,10 +118,17 @@ async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
 # Token and peer stand-ins (coca_platform.testing.tokens, .peers), imported on first use so that aiohttp
 # and the JWT stack stay out of the start of every test session that loads this plugin.
 if TYPE_CHECKING:
-    from coca_platform.testing.peers import FakeUserService, serve_aiohttp
+    import asyncpg
+
+    from coca_platform.testing.peers import FakeUserService, serve_aiohttp, serve_asgi
     from coca_platform.testing.tokens import TokenIssuer
 
-_LAZY_EXPORTS = {"FakeUserService": "peers", "serve_aiohttp": "peers", "TokenIssuer": "tokens"}
+_LAZY_EXPORTS = {
+    "FakeUserService": "peers",
+    "serve_aiohttp": "peers",
+    "serve_asgi": "peers",
+    "TokenIssuer": "tokens",
+}
 
 
 def __getattr__(name: str) -> Any:

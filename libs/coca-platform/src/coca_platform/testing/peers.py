@@ -1,4 +1,5 @@
-"""Stand-ins for peers at their HTTP boundary, served by aiohttp on a free port.
+"""Stand-ins for peers at their HTTP boundary, served by aiohttp on a free port, and real services
+served by uvicorn on a free port (:func:`serve_asgi`).
 
 :class:`FakeUserService` is the user service as the gateways and :mod:`coca_platform.auth` see it: the
 JWKS of its :class:`~coca_platform.testing.tokens.TokenIssuer` s and, given the internal secret, the
@@ -8,8 +9,10 @@ on an app they build, or subclass it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from typing import Any, Self
 
@@ -20,7 +23,7 @@ from coca_platform.identity import IDENTITY_HEADER, SIGNATURE_HEADER, verify
 from coca_platform.localinfra import free_port
 from coca_platform.testing.tokens import TokenIssuer
 
-__all__ = ["FakeUserService", "serve_aiohttp"]
+__all__ = ["FakeUserService", "serve_aiohttp", "serve_asgi"]
 
 JWKS_PATH = "/.well-known/jwks.json"
 VERIFY_API_KEY_PATH = "/internal/v1/api-keys/verify"
@@ -37,6 +40,38 @@ async def serve_aiohttp(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def serve_asgi(
+    app: Any, *, startup_timeout_s: float = 60, shutdown_timeout_s: float = 30, **uvicorn_options: Any
+) -> AsyncIterator[str]:
+    """Serve the ASGI ``app`` under uvicorn (lifespan on) on 127.0.0.1 on a free port, in this event loop;
+    yields its base URL, stops it on exit. ``uvicorn_options`` go to ``uvicorn.Config`` (e.g. ``ws``,
+    ``timeout_graceful_shutdown``). Pytest's signal handlers are left alone."""
+    import uvicorn
+
+    class InProcessServer(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    options: dict[str, Any] = {"log_config": None, "access_log": False, "lifespan": "on"}
+    server = InProcessServer(uvicorn.Config(app, **(options | uvicorn_options)))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            async with asyncio.timeout(startup_timeout_s):
+                while not server.started:
+                    if task.done():
+                        task.result()  # the error it failed with, if any
+                        raise RuntimeError("the ASGI app did not start (its lifespan failed)")
+                    await asyncio.sleep(0.02)
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, shutdown_timeout_s)
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
