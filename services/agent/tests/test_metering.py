@@ -77,3 +77,15 @@ async def test_failed_run_without_tokens_publishes_nothing(
         uuid.UUID(run_id),
     )
     assert (row["prompt_tokens"], row["completion_tokens"], row["usage_published_at"]) == (0, 0, None)
+
+
+async def test_runs_and_the_database_pool_are_exported_as_metrics(live: Api, tenant: Tenant) -> None:
+    await _completed_run(live, tenant)
+    conversation_id = await live.create_conversation(tenant)
+    await live.stream(tenant, conversation_id, "[[error:503]] hi")
+    metrics = (await live.http.get("/metrics")).text
+    assert 'coca_agent_runs_total{outcome="completed"}' in metrics
+    assert 'coca_agent_runs_total{outcome="failed"}' in metrics
+    assert "coca_agent_run_duration_seconds_bucket" in metrics
+    assert 'coca_db_pool_connections_max{schema="coca_agent"}' in metrics
+    assert 'coca_db_pool_connections_in_use{schema="coca_agent"}' in metrics

@@ -16,10 +16,16 @@ from importlib import resources
 from typing import Protocol
 
 import asyncpg
+from prometheus_client import Gauge
 
 from coca_platform.errors import Unavailable
 
 log = logging.getLogger(__name__)
+
+POOL_IN_USE = Gauge(
+    "coca_db_pool_connections_in_use", "PostgreSQL connections checked out of the pool", ["schema"]
+)
+POOL_MAX = Gauge("coca_db_pool_connections_max", "PostgreSQL pool size limit", ["schema"])
 
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _MIGRATION_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -53,9 +59,13 @@ async def create_pool(
         )
     except (OSError, asyncpg.PostgresError) as exc:
         raise Unavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+    # Read at scrape time: the DbPoolSaturated alert compares the two.
+    POOL_MAX.labels(schema).set(max_size)
+    POOL_IN_USE.labels(schema).set_function(lambda: pool.get_size() - pool.get_idle_size())
     try:
         yield pool
     finally:
+        POOL_IN_USE.labels(schema).set_function(lambda: 0)
         await pool.close()
 
 

@@ -20,6 +20,7 @@ from asyncpg.exceptions import PostgresError
 from coca_platform.db import Pool
 from coca_platform.errors import CocaError, Conflict, NotFound, Unavailable
 from coca_platform.observability import tracer
+from prometheus_client import Counter, Histogram
 
 from coca_agent.events import EventsUnavailable, RunEvents, message_payload
 from coca_agent.llm import LlmClient
@@ -31,6 +32,13 @@ from coca_agent.repository import ConversationRepository, UsageRepository
 from coca_agent.tools import ToolInvoker
 
 log = logging.getLogger(__name__)
+
+RUNS = Counter("coca_agent_runs_total", "Agent runs that ended, by outcome", ["outcome"])
+RUN_DURATION = Histogram(
+    "coca_agent_run_duration_seconds",
+    "Agent run duration, from start to its last event",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300),
+)
 
 
 class TooManyToolSteps(CocaError):
@@ -111,6 +119,8 @@ class RunExecutor:
                     "run completion events not delivered",
                     extra={"data": {"run_id": str(run.id), "error": exc.message}},
                 )
+            RUNS.labels("completed").inc()
+            RUN_DURATION.observe(time.perf_counter() - started)
             log.info("run completed", extra={"data": _log_data(request, progress.usage, started)})
             return RunOutcome(message=message)
 
@@ -243,6 +253,8 @@ class RunExecutor:
                 "run failure event not delivered",
                 extra={"data": {"run_id": str(run.id), "error": ev_exc.message}},
             )
+        RUNS.labels("failed").inc()
+        RUN_DURATION.observe(time.perf_counter() - started)
         log.info("run failed", extra={"data": {**_log_data(request, usage, started), "error": exc.code}})
 
 
