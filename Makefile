@@ -7,7 +7,7 @@ PROTO_OUT := libs/coca-protos/src
 PYTEST_ARGS ?=
 
 .PHONY: help bootstrap sync dev test lint typecheck fmt protos protos-check docs docs-check ci clean \
-  up down logs images deploy-tools deploy-check
+  up down logs images deploy-tools deploy-check bench
 
 # docker compose (`make up`): PROFILE=dev|prod, GPU=1 adds vLLM; SERVICE=<name> for `make logs`
 PROFILE ?= dev
@@ -18,6 +18,8 @@ COMPOSE_ENV_FILE = $(if $(filter prod,$(PROFILE)),deploy/compose/.env,deploy/com
 COMPOSE = docker compose --env-file $(COMPOSE_ENV_FILE) -f deploy/compose/compose.yaml \
   -f deploy/compose/compose.$(PROFILE).yaml $(if $(GPU),--profile gpu -f deploy/compose/compose.gpu.yaml)
 SERVICE_DIRS := gateway ws_gateway user agent channel memory billing plugin web
+# `make bench SCENARIO=gateway` (or a comma-separated list); all scenarios by default
+SCENARIO ?= all
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -87,3 +89,6 @@ deploy-tools:  ## install the offline deployment checkers (promtool, nginx, Comp
 
 deploy-check: sync deploy-tools  ## check compose, Kubernetes, Prometheus, nginx and the image recipe, offline
 	@$(UV) run --frozen pytest tests/deploy $(PYTEST_ARGS)
+
+bench: sync deploy-tools  ## benchmarks of the hot paths against their anchors (SCENARIO=gateway,sse,fanout,agent_turn,login)
+	@$(UV) run --frozen python -m bench --scenario $(SCENARIO) --write-docs

@@ -18,6 +18,8 @@ command -v redis-server >/dev/null 2>&1 || (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/
 command -v rabbitmq-server >/dev/null 2>&1 || (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null || missing+=(rabbitmq-server)
 # the browser tests drive Debian's Chromium (playwright cannot download browsers here)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# the benchmarks' load generator (the harness smoke test runs in `make test`)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing ${missing[*]}" >&2

@@ -1,0 +1,1 @@
+"""The anchors that are not off-the-shelf programs, each run as ``python -m bench.anchors.<name>``."""
