@@ -96,6 +96,7 @@ async def _main(args: argparse.Namespace, names: list[str], cores: Cores) -> int
             module = SCENARIOS[name]
             params = _params(name, args.smoke, args.set)
             print(f"\n## {name}: {module.TITLE}\nparams {params}", flush=True)
+            info = machine(cores)  # date and load average as the scenario starts
             try:
                 async with bench.scenario():
                     outcome = await module.run(
@@ -110,7 +111,7 @@ async def _main(args: argparse.Namespace, names: list[str], cores: Cores) -> int
                     flush=True,
                 )
                 continue
-            doc = document(outcome, machine(cores), args.rounds, args.smoke)
+            doc = document(outcome, info, args.rounds, args.smoke)
             path = write_json(out, doc)
             docs.append(doc)
             print(doc["table"], f"\n(JSON: {path})", sep="\n", flush=True)

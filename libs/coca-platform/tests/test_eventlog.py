@@ -97,3 +97,13 @@ async def test_append_keeps_bytes_verbatim_and_refreshes_owner(
     assert raw.startswith(env.to_json()[:-1])
     async with open_redis(infra.redis_url) as redis:
         assert await redis.ttl(f"coca:evown:{subject}") > 0
+
+
+async def test_a_burst_wider_than_the_pool_waits_for_connections(
+    infra: LocalInfra, unique: types.FunctionType
+) -> None:
+    async with open_redis(infra.redis_url, max_connections=2) as redis:
+        key = unique("empty")
+        # Ten blocking reads at once on a pool of two: they queue for connections instead of failing.
+        results = await asyncio.gather(*(redis.blpop([key], timeout=0.2) for _ in range(10)))
+    assert results == [None] * 10

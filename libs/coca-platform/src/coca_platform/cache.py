@@ -14,8 +14,15 @@ Redis = aioredis.Redis
 
 
 @asynccontextmanager
-async def open_redis(url: str, *, max_connections: int = 64) -> AsyncIterator[Redis]:
-    client = aioredis.from_url(url, max_connections=max_connections, health_check_interval=30)
+async def open_redis(
+    url: str, *, max_connections: int = 64, pool_timeout_s: float = 10.0
+) -> AsyncIterator[Redis]:
+    """A client over a blocking pool: a burst wider than ``max_connections`` waits (up to
+    ``pool_timeout_s``) for a free connection instead of failing at once."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=pool_timeout_s, health_check_interval=30
+    )
+    client = aioredis.Redis.from_pool(pool)
     try:
         await client.ping()
     except (RedisError, OSError) as exc:
