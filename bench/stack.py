@@ -27,7 +27,8 @@ _NO_REFUSALS = {
     "RATE_LIMIT_AUTH_IP_PER_MIN": "100000000",
 }
 
-NGINX_PROXY = """
+# Shared by both nginx configs: one worker, foreground, files under the run's folder, no access log.
+_NGINX_HTTP = """
 worker_processes 1;
 daemon off;
 master_process on;
@@ -43,7 +44,11 @@ http {{
   uwsgi_temp_path {run}/nginx-{name}-tmp;
   scgi_temp_path {run}/nginx-{name}-tmp;
   keepalive_requests 1000000;
-  upstream up {{ server {upstream}; keepalive 256; }}
+"""
+
+NGINX_PROXY = (
+    _NGINX_HTTP
+    + """  upstream up {{ server {upstream}; keepalive 256; }}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
     location / {{
@@ -57,30 +62,18 @@ http {{
   }}
 }}
 """
+)
 
-NGINX_UPSTREAM = """
-worker_processes 1;
-daemon off;
-master_process on;
-pid {run}/nginx-{name}.pid;
-error_log {run}/nginx-{name}.error.log warn;
-worker_rlimit_nofile 65536;
-events {{ worker_connections 16384; }}
-http {{
-  access_log off;
-  client_body_temp_path {run}/nginx-{name}-tmp;
-  proxy_temp_path {run}/nginx-{name}-tmp;
-  fastcgi_temp_path {run}/nginx-{name}-tmp;
-  uwsgi_temp_path {run}/nginx-{name}-tmp;
-  scgi_temp_path {run}/nginx-{name}-tmp;
-  keepalive_requests 1000000;
-  server {{
+NGINX_UPSTREAM = (
+    _NGINX_HTTP
+    + """  server {{
     listen 127.0.0.1:{port} backlog=4096;
     default_type application/json;
     location / {{ return 200 '{body}'; }}
   }}
 }}
 """
+)
 
 
 @dataclass

@@ -11,6 +11,7 @@ Both send a ``: ping`` comment while idle, so proxies keep the connection open.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
@@ -41,8 +42,9 @@ class _EventStream(Response):
         self.status_code = 200
         self.background = None
 
+    @abc.abstractmethod
     async def body_frames(self, write: Callable[[bytes], Awaitable[None]]) -> None:
-        raise NotImplementedError
+        """Write the stream's frames (each subclass: a run's live frames, or the event log's replay)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
